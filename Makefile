@@ -1,0 +1,52 @@
+SHELL := /bin/bash
+# netvol build and test entry points. `make test` is the README's test command
+# and what CI runs: static checks, unit tests, then the end-to-end suites.
+
+GO          ?= go
+BIN         ?= bin/netvol
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $$($(GO) env GOPATH)/bin/staticcheck)
+PKGS        := ./...
+
+.PHONY: all build test check vet staticcheck fmt-check unit e2e bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/netvol
+
+test: check unit e2e
+
+check: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e/...
+
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+	$(STATICCHECK) -tags e2e ./e2e/...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# End-to-end suites: node VMs with a real kernel, dockerd, nfs-ganesha, qemu
+# tools. Needs root and the packages .ci/run installs.
+e2e: build
+	$(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/...
+
+# Benchmarks: netvol beside its reference (qemu-img bench / qemu-nbd).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 ./qcow2/
+	bash bench/qcow2-vs-qemu.sh
+
+# Short fuzzing pass over every parser; FUZZTIME per target.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./qcow2 -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set by the linker (-X main.version=...) in release builds.
+var version = "dev"
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "netvol",
+		Short: "Docker volumes on remote storage: NFS directories and qcow2 block volumes over NBD",
+		Long: `netvol is a Docker volume plugin for remote storage.
+
+Volumes of type nfs are directories inside an NFS export; volumes of type nbd are
+qcow2 images on a storage node, served over NBD and formatted ext4 on first mount.
+One binary carries every role: the storage daemon, the plugin and the operator commands.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCommand())
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print netvol's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := version
+			if info, ok := debug.ReadBuildInfo(); ok && v == "dev" {
+				for _, s := range info.Settings {
+					if s.Key == "vcs.revision" {
+						v = "dev-" + s.Value
+					}
+				}
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "netvol %s\n", v)
+			return err
+		},
+	}
+}
