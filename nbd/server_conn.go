@@ -1,0 +1,328 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// serverConn is one client connection of a Server.
+type serverConn struct {
+	srv *Server
+	raw net.Conn // as accepted: deadlines and closing
+	nc  net.Conn // raw, or its TLS layer after NBD_OPT_STARTTLS
+	br  *bufio.Reader
+
+	tls      bool
+	noZeroes bool
+	exp      *Export // set once the handshake chose an export
+	size     uint64
+	flags    TransmissionFlags
+
+	mu       sync.Mutex // guards stopping and deadline changes
+	stopping bool
+
+	wmu  sync.Mutex // one reply on the wire at a time
+	werr error      // first reply write error; later replies are dropped
+
+	slots    chan struct{} // bounds requests in flight
+	inflight sync.WaitGroup
+}
+
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	return &serverConn{
+		srv:   s,
+		raw:   nc,
+		nc:    nc,
+		br:    bufio.NewReaderSize(nc, 64<<10),
+		slots: make(chan struct{}, s.maxInFlight()),
+	}
+}
+
+func (c *serverConn) remote() string { return c.raw.RemoteAddr().String() }
+
+// serve runs the handshake and then the transmission phase.
+func (c *serverConn) serve() {
+	defer c.srv.connDone(c)
+	defer c.raw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.setDeadline(time.Now().Add(c.srv.handshakeTimeout()))
+	err := c.handshake(ctx)
+	if err == nil {
+		c.srv.stats.connected(1)
+		c.setDeadline(time.Time{})
+		err = c.transmit()
+		c.inflight.Wait()
+		c.srv.stats.connected(-1)
+	}
+	if c.exp != nil {
+		c.exp.detach(c)
+	}
+	c.logEnd(err)
+}
+
+func (c *serverConn) logEnd(err error) {
+	switch {
+	case err == nil, errors.Is(err, errAbort), errors.Is(err, io.EOF), c.isStopping():
+		c.srv.debugf("nbd: %s: connection closed", c.remote())
+	case errors.Is(err, errBadMagic), errors.Is(err, errMalformed), errors.Is(err, errTooLong):
+		c.srv.warnf("nbd: %s: protocol error, connection closed: %v", c.remote(), err)
+	default:
+		c.srv.debugf("nbd: %s: connection closed: %v", c.remote(), err)
+	}
+}
+
+// attach makes e the export of this connection.
+func (c *serverConn) attach(e *Export) bool {
+	if !e.attach(c) {
+		return false
+	}
+	c.exp, c.size, c.flags = e, uint64(max(e.Backend.Size(), 0)), exportFlags(e)
+	return true
+}
+
+// stop makes the connection stop reading requests; those in flight finish.
+func (c *serverConn) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopping = true
+	_ = c.raw.SetReadDeadline(time.Unix(1, 0))
+}
+
+// abort closes the connection at once.
+func (c *serverConn) abort() {
+	c.stop()
+	c.raw.Close()
+}
+
+func (c *serverConn) isStopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopping
+}
+
+func (c *serverConn) setDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopping {
+		_ = c.raw.SetReadDeadline(t)
+	}
+}
+
+// transmit reads requests until NBD_CMD_DISC, a broken stream or stop, and
+// hands each to a goroutine; at most MaxInFlight run at once. A nil error
+// means a clean end.
+func (c *serverConn) transmit() error {
+	var hdr [requestLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) && c.isStopping() {
+				return nil
+			}
+			return err
+		}
+		var q request
+		if err := q.decode(hdr[:]); err != nil {
+			return err
+		}
+		if q.Type == CmdDisc {
+			return nil
+		}
+		c.slots <- struct{}{}
+		if err := c.dispatch(q); err != nil {
+			return err
+		}
+	}
+}
+
+// dispatch reads the payload of q, answers a request that fails the checks
+// at once and starts the others. It holds one slot, released when q ends.
+func (c *serverConn) dispatch(q request) error {
+	errno := c.check(q)
+	payload, err := c.readPayload(q, errno)
+	if err != nil {
+		<-c.slots
+		return err
+	}
+	if errno != 0 {
+		c.srv.stats.record(q.Type, 0, errno, 0)
+		c.reply(q.Handle, errno, nil)
+		<-c.slots
+		return nil
+	}
+	c.inflight.Add(1)
+	go c.handle(q, payload)
+	return nil
+}
+
+// check validates a request header against the export; non-zero means the
+// request is answered with that error without running.
+func (c *serverConn) check(q request) Errno {
+	allowed := CmdFlagFUA
+	switch q.Type {
+	case CmdRead, CmdWrite, CmdFlush, CmdTrim, CmdCache:
+	case CmdWriteZeroes:
+		allowed |= CmdFlagNoHole
+	default:
+		return EINVAL
+	}
+	isWrite := q.Type == CmdWrite || q.Type == CmdWriteZeroes || q.Type == CmdTrim
+	switch {
+	case q.Flags&^allowed != 0:
+		return EINVAL
+	case (q.Type == CmdRead || q.Type == CmdWrite) && q.Length > MaxPayloadSize:
+		return EINVAL
+	case isWrite && c.exp.ReadOnly:
+		return EPERM
+	case q.Type == CmdFlush:
+		return 0
+	case q.Offset > c.size || uint64(q.Length) > c.size-q.Offset:
+		if q.Type == CmdWrite || q.Type == CmdWriteZeroes {
+			return ENOSPC // as the spec asks for writes past the end
+		}
+		return EINVAL
+	}
+	return 0
+}
+
+// readPayload reads a WRITE's data. The data of a refused write is read and
+// dropped to keep the stream in sync, up to maxWriteDiscard; a longer one
+// cannot be skipped in reasonable time and ends the connection.
+func (c *serverConn) readPayload(q request, errno Errno) ([]byte, error) {
+	if q.Type != CmdWrite || q.Length == 0 {
+		return nil, nil
+	}
+	if errno != 0 {
+		if q.Length > maxWriteDiscard {
+			return nil, fmt.Errorf("%w: write payload of %d bytes", errTooLong, q.Length)
+		}
+		_, err := io.CopyN(io.Discard, c.br, int64(q.Length))
+		return nil, err
+	}
+	buf := c.srv.buffers.get(int(q.Length))
+	if _, err := io.ReadFull(c.br, buf); err != nil {
+		c.srv.buffers.put(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// handle runs one request and sends its reply.
+func (c *serverConn) handle(q request, payload []byte) {
+	defer c.inflight.Done()
+	defer func() { <-c.slots }()
+	start := time.Now()
+	var data []byte
+	var err error
+	switch q.Type {
+	case CmdRead:
+		data, err = c.cmdRead(q)
+	case CmdWrite:
+		err = c.cmdWrite(q, payload)
+	case CmdFlush:
+		err = c.exp.Backend.Flush()
+	case CmdTrim:
+		err = c.cmdTrim(q)
+	case CmdWriteZeroes:
+		err = c.cmdWriteZeroes(q)
+	case CmdCache:
+		// A hint; the Backend has no use for it.
+	}
+	errno := errnoOf(err)
+	c.reply(q.Handle, errno, data)
+	c.srv.stats.record(q.Type, q.Length, errno, time.Since(start))
+	c.srv.buffers.put(data)
+	c.srv.buffers.put(payload)
+}
+
+func (c *serverConn) cmdRead(q request) ([]byte, error) {
+	buf := c.srv.buffers.get(int(q.Length))
+	n, err := c.exp.Backend.ReadAt(buf, int64(q.Offset))
+	if n == len(buf) {
+		return buf, nil // io.ReaderAt may report io.EOF with a full read
+	}
+	c.srv.buffers.put(buf)
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, err
+}
+
+func (c *serverConn) cmdWrite(q request, payload []byte) error {
+	if _, err := c.exp.Backend.WriteAt(payload, int64(q.Offset)); err != nil {
+		return err
+	}
+	return c.fua(q)
+}
+
+func (c *serverConn) cmdTrim(q request) error {
+	if err := c.exp.Backend.Discard(int64(q.Offset), int64(q.Length)); err != nil {
+		return err
+	}
+	return c.fua(q)
+}
+
+// cmdWriteZeroes uses the Backend's ZeroWriter when it has one, else
+// Discard, or zero buffers when the client forbade holes (NO_HOLE).
+func (c *serverConn) cmdWriteZeroes(q request) error {
+	off, n, mayTrim := int64(q.Offset), int64(q.Length), q.Flags&CmdFlagNoHole == 0
+	var err error
+	if zw, ok := c.exp.Backend.(ZeroWriter); ok {
+		err = zw.WriteZeroes(off, n, mayTrim)
+	} else if mayTrim {
+		err = c.exp.Backend.Discard(off, n)
+	} else {
+		err = c.writeZeroBuffers(off, n)
+	}
+	if err != nil {
+		return err
+	}
+	return c.fua(q)
+}
+
+func (c *serverConn) writeZeroBuffers(off, n int64) error {
+	zeros := c.srv.zeroBuffer()
+	for n > 0 {
+		chunk := zeros[:min(n, int64(len(zeros)))]
+		if _, err := c.exp.Backend.WriteAt(chunk, off); err != nil {
+			return err
+		}
+		off, n = off+int64(len(chunk)), n-int64(len(chunk))
+	}
+	return nil
+}
+
+// fua flushes after a write that carried NBD_CMD_FLAG_FUA, before its reply.
+func (c *serverConn) fua(q request) error {
+	if q.Flags&CmdFlagFUA == 0 {
+		return nil
+	}
+	return c.exp.Backend.Flush()
+}
+
+// reply sends a simple reply; data goes with it only on success. A write
+// error breaks the stream: the connection is closed and later replies dropped.
+func (c *serverConn) reply(handle uint64, errno Errno, data []byte) {
+	hdr := make([]byte, simpleReplyLen)
+	simpleReply{Errno: errno, Handle: handle}.encode(hdr)
+	bufs := net.Buffers{hdr}
+	if errno == 0 && len(data) > 0 {
+		bufs = append(bufs, data)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	if _, err := bufs.WriteTo(c.nc); err != nil {
+		c.werr = err
+		c.raw.Close()
+	}
+}
