@@ -1,0 +1,244 @@
+package state
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const lease = 30 * time.Second
+
+// att is an attachment request by node with export name export, whose
+// token is "token-"+export and whose lease runs from t0.
+func att(node string, mode Mode, export string) Attachment {
+	return Attachment{Node: node, Mode: mode, Expires: t0.Add(lease), Export: export,
+		TokenHash: HashToken("token-" + export)}
+}
+
+func attachedVolume(t *testing.T) *Registry {
+	t.Helper()
+	r := openRegistry(t)
+	must(t, r.CreateVolume(Volume{Name: "v", Size: 1 << 20}))
+	return r
+}
+
+func TestAddAttachmentIssuesGenerations(t *testing.T) {
+	r := attachedVolume(t)
+	a, revoked, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	if a.Generation != 1 || a.Volume != "v" || a.Node != "n1" || len(revoked) != 0 {
+		t.Fatalf("first attach: %+v, revoked %v", a, revoked)
+	}
+	_, err = r.RemoveAttachment("v", "n1")
+	must(t, err)
+	b, _, err := r.AddAttachment("v", att("n2", ModeRW, "e2"), t0)
+	must(t, err)
+	if b.Generation != 2 {
+		t.Fatalf("generation after detach %d, want 2 (never reused)", b.Generation)
+	}
+}
+
+func TestSecondWriterConflicts(t *testing.T) {
+	r := attachedVolume(t)
+	a, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	for _, mode := range []Mode{ModeRW, ModeRO} {
+		_, _, err = r.AddAttachment("v", att("n2", mode, "e2"), t0.Add(time.Second))
+		var c *ConflictError
+		if !errors.As(err, &c) || !errors.Is(err, ErrConflict) {
+			t.Fatalf("%s beside live rw: error %v, want *ConflictError", mode, err)
+		}
+		if c.Holder != "n1" || c.Mode != ModeRW || !c.Expires.Equal(a.Expires) || c.Volume != "v" {
+			t.Fatalf("conflict %+v", c)
+		}
+		if !strings.Contains(err.Error(), `node "n1"`) || !strings.Contains(err.Error(), "read-write") {
+			t.Fatalf("conflict text %q", err)
+		}
+	}
+	// Refusals change nothing: no generation spent, no index entry.
+	atts, _ := r.ListAttachments("v")
+	if len(atts) != 1 || atts[0] != a {
+		t.Fatalf("attachments after refusals: %+v", atts)
+	}
+	_, err = r.FindAttachmentByExport("e2")
+	wantErr(t, err, ErrNotFound)
+	_, err = r.RemoveAttachment("v", "n1")
+	must(t, err)
+	b, _, err := r.AddAttachment("v", att("n2", ModeRW, "e2"), t0)
+	must(t, err)
+	if b.Generation != 2 {
+		t.Fatalf("generation %d, want 2", b.Generation)
+	}
+}
+
+func TestReadersShareButExcludeWriters(t *testing.T) {
+	r := attachedVolume(t)
+	_, _, err := r.AddAttachment("v", att("n1", ModeRO, "e1"), t0)
+	must(t, err)
+	_, _, err = r.AddAttachment("v", att("n2", ModeRO, "e2"), t0)
+	must(t, err)
+	_, _, err = r.AddAttachment("v", att("n3", ModeRW, "e3"), t0)
+	wantErr(t, err, ErrConflict)
+	atts, _ := r.ListAttachments("v")
+	if len(atts) != 2 || atts[0].Node != "n1" || atts[1].Node != "n2" {
+		t.Fatalf("attachments %+v", atts)
+	}
+}
+
+func TestExpiredWriterIsTakenOver(t *testing.T) {
+	r := attachedVolume(t)
+	old, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	now := old.Expires // a lease is dead at its expiry
+	a, revoked, err := r.AddAttachment("v", att("n2", ModeRW, "e2"), now)
+	must(t, err)
+	if len(revoked) != 1 || revoked[0] != old {
+		t.Fatalf("revoked %+v, want %+v", revoked, old)
+	}
+	if a.Generation != 2 {
+		t.Fatalf("generation %d", a.Generation)
+	}
+	_, err = r.FindAttachmentByExport("e1")
+	wantErr(t, err, ErrNotFound)
+	_, err = r.RenewAttachment("v", "n1", now.Add(lease))
+	wantErr(t, err, ErrNotFound)
+}
+
+func TestExpiredReaderStaysBesideNewReader(t *testing.T) {
+	r := attachedVolume(t)
+	_, _, err := r.AddAttachment("v", att("n1", ModeRO, "e1"), t0)
+	must(t, err)
+	n2 := att("n2", ModeRO, "e2")
+	n2.Expires = t0.Add(time.Hour + lease)
+	_, revoked, err := r.AddAttachment("v", n2, t0.Add(time.Hour))
+	must(t, err)
+	if len(revoked) != 0 {
+		t.Fatalf("a reader revoked %v", revoked)
+	}
+	_, _, err = r.AddAttachment("v", att("n3", ModeRW, "e3"), t0.Add(time.Hour))
+	wantErr(t, err, ErrConflict) // n2 is live
+	_, revoked, err = r.AddAttachment("v", att("n3", ModeRW, "e3"), t0.Add(2*time.Hour))
+	must(t, err)
+	if len(revoked) != 2 {
+		t.Fatalf("writer revoked %v, want both expired readers", revoked)
+	}
+}
+
+func TestSameNodeReattachReplaces(t *testing.T) {
+	r := attachedVolume(t)
+	old, _, err := r.AddAttachment("v", att("n1", ModeRO, "e1"), t0)
+	must(t, err)
+	a, revoked, err := r.AddAttachment("v", att("n1", ModeRW, "e2"), t0)
+	must(t, err)
+	if len(revoked) != 1 || revoked[0] != old || a.Generation != 2 || a.Mode != ModeRW {
+		t.Fatalf("reattach %+v revoked %+v", a, revoked)
+	}
+	atts, _ := r.ListAttachments("v")
+	if len(atts) != 1 || atts[0] != a {
+		t.Fatalf("attachments %+v", atts)
+	}
+}
+
+func TestAddAttachmentRefusesBadInput(t *testing.T) {
+	r := attachedVolume(t)
+	bad := map[string]Attachment{
+		"no node":  att("", ModeRW, "e"),
+		"mode":     att("n", "rx", "e"),
+		"export":   att("n", ModeRW, ""),
+		"no token": {Node: "n", Mode: ModeRO, Export: "e"},
+	}
+	for name, a := range bad {
+		if _, _, err := r.AddAttachment("v", a, t0); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: error %v, want ErrInvalid", name, err)
+		}
+	}
+	_, _, err := r.AddAttachment("nope", att("n", ModeRW, "e"), t0)
+	wantErr(t, err, ErrNotFound)
+}
+
+func TestExportAndTokenAreUnique(t *testing.T) {
+	r := attachedVolume(t)
+	must(t, r.CreateVolume(Volume{Name: "w"}))
+	_, _, err := r.AddAttachment("v", att("n1", ModeRO, "e1"), t0)
+	must(t, err)
+	_, _, err = r.AddAttachment("w", att("n1", ModeRO, "e1"), t0)
+	wantErr(t, err, ErrExists)
+	dupToken := att("n1", ModeRO, "e2")
+	dupToken.TokenHash = HashToken("token-e1")
+	_, _, err = r.AddAttachment("w", dupToken, t0)
+	wantErr(t, err, ErrExists)
+}
+
+func TestFindAttachment(t *testing.T) {
+	r := attachedVolume(t)
+	a, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	got, err := r.FindAttachmentByExport("e1")
+	must(t, err)
+	if got != a {
+		t.Fatalf("by export %+v, want %+v", got, a)
+	}
+	got, err = r.FindAttachmentByToken(HashToken("token-e1"))
+	must(t, err)
+	if got != a {
+		t.Fatalf("by token %+v, want %+v", got, a)
+	}
+	_, err = r.FindAttachmentByToken(HashToken("wrong"))
+	wantErr(t, err, ErrNotFound)
+	_, err = r.FindAttachmentByExport("")
+	wantErr(t, err, ErrInvalid)
+}
+
+func TestRenewAttachment(t *testing.T) {
+	r := attachedVolume(t)
+	a, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	next := a.Expires.Add(lease)
+	b, err := r.RenewAttachment("v", "n1", next)
+	must(t, err)
+	if !b.Expires.Equal(next) || b.Generation != a.Generation || b.Export != a.Export {
+		t.Fatalf("renewed %+v", b)
+	}
+	got, _ := r.FindAttachmentByExport("e1")
+	if !got.Expires.Equal(next) {
+		t.Fatalf("stored expiry %v, want %v", got.Expires, next)
+	}
+	_, err = r.RenewAttachment("v", "n2", next)
+	wantErr(t, err, ErrNotFound)
+	_, err = r.RenewAttachment("nope", "n1", next)
+	wantErr(t, err, ErrNotFound)
+	_, err = r.RenewAttachment("v", "", next)
+	wantErr(t, err, ErrInvalid)
+}
+
+func TestRemoveAttachment(t *testing.T) {
+	r := attachedVolume(t)
+	a, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	got, err := r.RemoveAttachment("v", "n1")
+	must(t, err)
+	if got != a {
+		t.Fatalf("removed %+v, want %+v", got, a)
+	}
+	_, err = r.RemoveAttachment("v", "n1")
+	wantErr(t, err, ErrNotFound)
+	_, err = r.FindAttachmentByToken(a.TokenHash)
+	wantErr(t, err, ErrNotFound)
+	_, err = r.ListAttachments("nope")
+	wantErr(t, err, ErrNotFound)
+}
+
+func TestTokenHashText(t *testing.T) {
+	h := HashToken("secret")
+	text, err := h.MarshalText()
+	must(t, err)
+	var back TokenHash
+	must(t, back.UnmarshalText(text))
+	if back != h || h.IsZero() || !(TokenHash{}).IsZero() {
+		t.Fatalf("round trip %s -> %s", h, back)
+	}
+	if err := back.UnmarshalText([]byte("abc")); err == nil {
+		t.Fatal("short hash accepted")
+	}
+}

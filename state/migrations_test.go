@@ -1,0 +1,161 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// migrationTests holds one test per migration, keyed "<kind>/<version>".
+// TestEveryMigrationHasATest fails when a migration is added without one.
+func migrationTests() map[string]func(*testing.T) {
+	return map[string]func(*testing.T){
+		"registry/1": testRegistryV1,
+		"node/1":     testNodeV1,
+	}
+}
+
+func TestEveryMigrationHasATest(t *testing.T) {
+	tests := migrationTests()
+	for _, s := range []schema{registrySchema(), nodeSchema()} {
+		for i, m := range s.migrations {
+			if m.version != i+1 {
+				t.Errorf("%s migration %d (%s) has version %d, want %d", s.kind, i, m.name, m.version, i+1)
+			}
+			name := fmt.Sprintf("%s/%d", s.kind, m.version)
+			test, ok := tests[name]
+			if !ok {
+				t.Errorf("migration %s (%s) has no test in migrationTests", name, m.name)
+				continue
+			}
+			t.Run(name, test)
+		}
+	}
+}
+
+// rawDB opens a bare bbolt file brought to version `at` of schema s.
+func rawDB(t *testing.T, s schema, at int) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "m.db"), 0o600, nil)
+	must(t, err)
+	t.Cleanup(func() { db.Close() })
+	prefix := schema{kind: s.kind, migrations: s.migrations[:at]}
+	if at > 0 {
+		must(t, db.Update(func(tx *bolt.Tx) error { return runMigrations(tx, prefix) }))
+	}
+	return db
+}
+
+func hasBuckets(t *testing.T, db *bolt.DB, names ...[]byte) {
+	t.Helper()
+	must(t, db.View(func(tx *bolt.Tx) error {
+		for _, n := range names {
+			if tx.Bucket(keyV1).Bucket(n) == nil {
+				return fmt.Errorf("no bucket v1/%s", n)
+			}
+		}
+		return nil
+	}))
+}
+
+func testRegistryV1(t *testing.T) {
+	db := rawDB(t, registrySchema(), 0)
+	must(t, db.Update(registryV1))
+	hasBuckets(t, db, keyVolumes, keyExports, keyTokens)
+}
+
+func testNodeV1(t *testing.T) {
+	db := rawDB(t, nodeSchema(), 0)
+	must(t, db.Update(nodeV1))
+	hasBuckets(t, db, keyVolumes, keyMounts)
+}
+
+func dbVersion(t *testing.T, db *bolt.DB, s schema) int {
+	t.Helper()
+	var v int
+	must(t, db.View(func(tx *bolt.Tx) error {
+		var err error
+		v, err = readVersion(tx, s)
+		return err
+	}))
+	return v
+}
+
+// fakeSchema records which of its three migrations ran.
+func fakeSchema(ran *[]int, failAt int) schema {
+	step := func(v int) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			if v == failAt {
+				return errors.New("boom")
+			}
+			*ran = append(*ran, v)
+			b, err := tx.CreateBucketIfNotExists(keyV1)
+			if err != nil {
+				return err
+			}
+			return b.Put(fmt.Appendf(nil, "m%d", v), nil)
+		}
+	}
+	s := schema{kind: "fake"}
+	for v := 1; v <= 3; v++ {
+		s.migrations = append(s.migrations, migration{version: v, name: fmt.Sprint("step ", v), apply: step(v)})
+	}
+	return s
+}
+
+func TestMigrateRunsOnlyPending(t *testing.T) {
+	var ran []int
+	s := fakeSchema(&ran, 0)
+	db := rawDB(t, s, 1)
+	if got := dbVersion(t, db, s); got != 1 {
+		t.Fatalf("version %d, want 1", got)
+	}
+	ran = nil
+	must(t, migrate(db, s))
+	if fmt.Sprint(ran) != "[2 3]" {
+		t.Fatalf("ran %v, want [2 3]", ran)
+	}
+	if got := dbVersion(t, db, s); got != 3 {
+		t.Fatalf("version %d, want 3", got)
+	}
+	ran = nil
+	must(t, migrate(db, s))
+	if len(ran) != 0 {
+		t.Fatalf("current database migrated again: %v", ran)
+	}
+}
+
+func TestFailedMigrationChangesNothing(t *testing.T) {
+	var ran []int
+	s := fakeSchema(&ran, 3)
+	db := rawDB(t, s, 1)
+	err := migrate(db, s)
+	if err == nil {
+		t.Fatal("failing migration reported success")
+	}
+	if got := dbVersion(t, db, fakeSchema(&ran, 0)); got != 1 {
+		t.Fatalf("version %d after failed migration, want 1", got)
+	}
+	must(t, db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(keyV1).Get([]byte("m2")) != nil {
+			return errors.New("migration 2 committed although 3 failed")
+		}
+		return nil
+	}))
+}
+
+func TestFreshDatabaseIsAtLatest(t *testing.T) {
+	r := openRegistry(t)
+	n := openNode(t)
+	for _, c := range []struct {
+		db *bolt.DB
+		s  schema
+	}{{r.s.db, registrySchema()}, {n.s.db, nodeSchema()}} {
+		if got, want := dbVersion(t, c.db, c.s), latest(c.s); got != want {
+			t.Errorf("%s: version %d, want %d", c.s.kind, got, want)
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package state
+
+import (
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// recordVersion is written into every JSON value so that a later schema
+// can tell old values from new ones.
+const recordVersion = 1
+
+// Registry is the storage daemon's state: volumes and their attachments.
+// It is safe for concurrent use; each method is one transaction.
+type Registry struct {
+	s *store
+}
+
+// OpenRegistry opens or creates the registry database at path. It fails
+// with ErrLocked when another handle holds the file past the timeout and
+// with ErrSchema when the file is not a registry this program understands.
+func OpenRegistry(path string, opts ...Option) (*Registry, error) {
+	s, err := open(path, registrySchema(), opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Registry{s: s}, nil
+}
+
+// Close releases the database.
+func (r *Registry) Close() error { return r.s.Close() }
+
+// Path returns the database file's path.
+func (r *Registry) Path() string { return r.s.Path() }
+
+type volumeRecord struct {
+	V        int               `json:"v"`
+	Size     int64             `json:"size"`
+	File     string            `json:"file"`
+	Parent   string            `json:"parent,omitempty"`
+	Template bool              `json:"template,omitempty"`
+	Created  time.Time         `json:"created"`
+	Labels   map[string]string `json:"labels,omitempty"`
+}
+
+func newVolumeRecord(v Volume) volumeRecord {
+	return volumeRecord{V: recordVersion, Size: v.Size, File: v.File, Parent: v.Parent,
+		Template: v.Template, Created: v.Created, Labels: v.Labels}
+}
+
+func (rec volumeRecord) volume(name string) Volume {
+	return Volume{Name: name, Size: rec.Size, File: rec.File, Parent: rec.Parent,
+		Template: rec.Template, Created: rec.Created, Labels: rec.Labels}
+}
+
+// CreateVolume records a new volume. ErrExists when the name is taken,
+// ErrNotFound when v.Parent is set and does not exist.
+func (r *Registry) CreateVolume(v Volume) error {
+	k, err := key("volume", v.Name)
+	if err != nil {
+		return err
+	}
+	if v.Size < 0 {
+		return volumeErr(v.Name, fmt.Errorf("negative size %d: %w", v.Size, ErrInvalid))
+	}
+	return r.s.update(func(root *bolt.Bucket) error {
+		return createVolume(root.Bucket(keyVolumes), k, v)
+	})
+}
+
+func createVolume(vols *bolt.Bucket, k []byte, v Volume) error {
+	if vols.Bucket(k) != nil {
+		return volumeErr(v.Name, ErrExists)
+	}
+	if err := linkChild(vols, v.Parent, k); err != nil {
+		return volumeErr(v.Name, err)
+	}
+	b, err := vols.CreateBucket(k)
+	if err != nil {
+		return volumeErr(v.Name, err)
+	}
+	for _, sub := range [][]byte{keyAttachments, keyChildren} {
+		if _, err := b.CreateBucket(sub); err != nil {
+			return volumeErr(v.Name, err)
+		}
+	}
+	return putJSON(b, keyRecord, newVolumeRecord(v))
+}
+
+// linkChild records child under parent's children; nothing when parent is "".
+func linkChild(vols *bolt.Bucket, parent string, child []byte) error {
+	if parent == "" {
+		return nil
+	}
+	pb := vols.Bucket([]byte(parent))
+	if pb == nil {
+		return fmt.Errorf("parent %q: %w", parent, ErrNotFound)
+	}
+	return pb.Bucket(keyChildren).Put(child, nil)
+}
+
+// GetVolume returns the volume with its attachments; ErrNotFound if absent.
+func (r *Registry) GetVolume(name string) (Volume, error) {
+	k, err := key("volume", name)
+	if err != nil {
+		return Volume{}, err
+	}
+	var v Volume
+	err = r.s.view(func(root *bolt.Bucket) error {
+		b, err := volumeBucket(root, k)
+		if err != nil {
+			return err
+		}
+		v, err = readVolume(b, name)
+		return err
+	})
+	return v, err
+}
+
+// ListVolumes returns every volume with its attachments, sorted by name.
+func (r *Registry) ListVolumes() ([]Volume, error) {
+	var out []Volume
+	err := r.s.view(func(root *bolt.Bucket) error {
+		vols := root.Bucket(keyVolumes)
+		return vols.ForEachBucket(func(k []byte) error {
+			v, err := readVolume(vols.Bucket(k), string(k))
+			out = append(out, v)
+			return err
+		})
+	})
+	return out, err
+}
+
+// volumeBucket returns volumes/<k>, or ErrNotFound naming the volume.
+func volumeBucket(root *bolt.Bucket, k []byte) (*bolt.Bucket, error) {
+	b := root.Bucket(keyVolumes).Bucket(k)
+	if b == nil {
+		return nil, volumeErr(string(k), ErrNotFound)
+	}
+	return b, nil
+}
+
+func readVolume(b *bolt.Bucket, name string) (Volume, error) {
+	var rec volumeRecord
+	ok, err := getJSON(b, keyRecord, &rec)
+	if err == nil && !ok {
+		err = fmt.Errorf("entry has no %s", keyRecord)
+	}
+	if err != nil {
+		return Volume{}, volumeErr(name, err)
+	}
+	v := rec.volume(name)
+	atts, err := readAttachments(b, name)
+	v.Attachments = atts
+	return v, err
+}
+
+// UpdateVolumeSize records a new size and returns the volume. Sizes only
+// grow: a smaller size is ErrInvalid.
+func (r *Registry) UpdateVolumeSize(name string, size int64) (Volume, error) {
+	k, err := key("volume", name)
+	if err != nil {
+		return Volume{}, err
+	}
+	var v Volume
+	err = r.s.update(func(root *bolt.Bucket) error {
+		b, err := volumeBucket(root, k)
+		if err != nil {
+			return err
+		}
+		v, err = setSize(b, name, size)
+		return err
+	})
+	return v, err
+}
+
+func setSize(b *bolt.Bucket, name string, size int64) (Volume, error) {
+	v, err := readVolume(b, name)
+	if err != nil {
+		return Volume{}, err
+	}
+	if size < v.Size {
+		return Volume{}, volumeErr(name, fmt.Errorf("size %d is smaller than %d (volumes only grow): %w", size, v.Size, ErrInvalid))
+	}
+	v.Size = size
+	return v, putJSON(b, keyRecord, newVolumeRecord(v))
+}
+
+// Children returns the names of the volumes cloned from name, sorted.
+func (r *Registry) Children(name string) ([]string, error) {
+	k, err := key("volume", name)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	err = r.s.view(func(root *bolt.Bucket) error {
+		b, err := volumeBucket(root, k)
+		if err != nil {
+			return err
+		}
+		out = keys(b.Bucket(keyChildren))
+		return nil
+	})
+	return out, err
+}
+
+func keys(b *bolt.Bucket) []string {
+	var out []string
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		out = append(out, string(k))
+	}
+	return out
+}
+
+// DeleteVolume removes a volume and returns what it was, so the caller
+// can remove its image after the commit. It is refused with an
+// *InUseError (ErrInUse) while the volume has an attachment live at now
+// or clones. Expired attachments are dropped with the volume.
+func (r *Registry) DeleteVolume(name string, now time.Time) (Volume, error) {
+	k, err := key("volume", name)
+	if err != nil {
+		return Volume{}, err
+	}
+	var v Volume
+	err = r.s.update(func(root *bolt.Bucket) error {
+		b, err := volumeBucket(root, k)
+		if err != nil {
+			return err
+		}
+		if v, err = readVolume(b, name); err != nil {
+			return err
+		}
+		return deleteVolume(root, v, now)
+	})
+	return v, err
+}
+
+func deleteVolume(root *bolt.Bucket, v Volume, now time.Time) error {
+	if err := checkUnused(root, v, now); err != nil {
+		return err
+	}
+	for _, a := range v.Attachments {
+		if err := unindex(root, a); err != nil {
+			return volumeErr(v.Name, err)
+		}
+	}
+	vols := root.Bucket(keyVolumes)
+	if v.Parent != "" {
+		if pb := vols.Bucket([]byte(v.Parent)); pb != nil {
+			if err := pb.Bucket(keyChildren).Delete([]byte(v.Name)); err != nil {
+				return volumeErr(v.Name, err)
+			}
+		}
+	}
+	return vols.DeleteBucket([]byte(v.Name))
+}
+
+func checkUnused(root *bolt.Bucket, v Volume, now time.Time) error {
+	e := &InUseError{Volume: v.Name}
+	for _, a := range v.Attachments {
+		if a.Live(now) {
+			e.Nodes = append(e.Nodes, a.Node)
+		}
+	}
+	e.Children = keys(root.Bucket(keyVolumes).Bucket([]byte(v.Name)).Bucket(keyChildren))
+	if len(e.Nodes) > 0 || len(e.Children) > 0 {
+		return e
+	}
+	return nil
+}
