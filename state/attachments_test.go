@@ -2,7 +2,9 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -240,5 +242,58 @@ func TestTokenHashText(t *testing.T) {
 	}
 	if err := back.UnmarshalText([]byte("abc")); err == nil {
 		t.Fatal("short hash accepted")
+	}
+}
+
+func TestConcurrentWritersOneWins(t *testing.T) {
+	r := attachedVolume(t)
+	const nodes = 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won, conflicts := 0, 0
+	for i := range nodes {
+		wg.Go(func() {
+			node := fmt.Sprintf("n%d", i)
+			_, _, err := r.AddAttachment("v", att(node, ModeRW, "e-"+node), t0)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, ErrConflict):
+				conflicts++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if won != 1 || conflicts != nodes-1 {
+		t.Fatalf("%d writers attached, %d refused; want 1 and %d", won, conflicts, nodes-1)
+	}
+}
+
+func TestConcurrentReadersGetDistinctGenerations(t *testing.T) {
+	r := attachedVolume(t)
+	const nodes = 20
+	var wg sync.WaitGroup
+	gens := make([]uint64, nodes)
+	for i := range nodes {
+		wg.Go(func() {
+			node := fmt.Sprintf("n%d", i)
+			a, _, err := r.AddAttachment("v", att(node, ModeRO, "e-"+node), t0)
+			if err != nil {
+				t.Error(err)
+			}
+			gens[i] = a.Generation
+		})
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for _, g := range gens {
+		if g < 1 || g > nodes || seen[g] {
+			t.Fatalf("generations %v are not 1..%d each once", gens, nodes)
+		}
+		seen[g] = true
 	}
 }
