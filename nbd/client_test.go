@@ -190,7 +190,7 @@ func TestClientUnknownExport(t *testing.T) {
 func TestClientCancel(t *testing.T) {
 	srv, mem, addr := memServer(t, 1<<20, "unix")
 	_ = srv
-	mem.delay = 200 * time.Millisecond
+	mem.delay.Store(int64(200 * time.Millisecond))
 	c := dial(t, "unix", addr, "disk")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()

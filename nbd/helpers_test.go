@@ -19,7 +19,7 @@ type memBackend struct {
 	mu      sync.RWMutex
 	data    []byte
 	flushes atomic.Int64
-	delay   time.Duration // added to every write, to keep requests in flight
+	delay   atomic.Int64 // nanoseconds added to every write, to keep requests in flight
 }
 
 func newMem(size int) *memBackend { return &memBackend{data: make([]byte, size)} }
@@ -31,9 +31,7 @@ func (m *memBackend) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memBackend) WriteAt(p []byte, off int64) (int, error) {
-	if m.delay > 0 {
-		time.Sleep(m.delay)
-	}
+	time.Sleep(time.Duration(m.delay.Load()))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if off+int64(len(p)) > int64(len(m.data)) {
