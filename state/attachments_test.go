@@ -297,3 +297,26 @@ func TestConcurrentReadersGetDistinctGenerations(t *testing.T) {
 		seen[g] = true
 	}
 }
+
+func TestFailedReattachRestoresTakenOver(t *testing.T) {
+	r := attachedVolume(t)
+	must(t, r.CreateVolume(Volume{Name: "w"}))
+	_, _, err := r.AddAttachment("w", att("n9", ModeRO, "taken"), t0)
+	must(t, err)
+	old, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	// The re-attach first revokes n1's attachment, then finds its export
+	// name taken: the whole transaction, revocation included, is undone.
+	_, _, err = r.AddAttachment("v", att("n1", ModeRW, "taken"), t0)
+	wantErr(t, err, ErrExists)
+	got, err := r.FindAttachmentByExport("e1")
+	must(t, err)
+	if got != old {
+		t.Fatalf("after failed re-attach %+v, want %+v", got, old)
+	}
+	a, _, err := r.AddAttachment("v", att("n1", ModeRW, "e2"), t0)
+	must(t, err)
+	if a.Generation != 2 {
+		t.Fatalf("generation %d, want 2 (failed attempt spent none)", a.Generation)
+	}
+}
