@@ -45,17 +45,26 @@ func open(path string, s schema, opts []Option) (*store, error) {
 		o.timeout = DefaultTimeout
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.timeout})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: %w (gave up after %s)", path, ErrLocked, o.timeout)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, openError(path, o.timeout, err)
 	}
 	if err := migrate(db, s); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return &store{db: db, path: path}, nil
+}
+
+// openError explains why bolt.Open failed.
+func openError(path string, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("open %s: %w (gave up after %s)", path, ErrLocked, timeout)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch),
+		errors.Is(err, bolterrors.ErrChecksum):
+		return fmt.Errorf("open %s: not a bbolt database (%v): %w", path, err, ErrSchema)
+	}
+	return fmt.Errorf("open %s: %w", path, err)
 }
 
 // Close releases the database and its file lock.

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +25,9 @@ func TestReopenKeepsState(t *testing.T) {
 	r, err = OpenRegistry(path)
 	must(t, err)
 	defer r.Close()
+	if r.Path() != path {
+		t.Fatalf("path %q, want %q", r.Path(), path)
+	}
 	v, err := r.GetVolume("data")
 	must(t, err)
 	if v.Size != 1<<30 || v.File != "data.qcow2" || !v.Created.Equal(t0) {
@@ -131,6 +136,13 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if !strings.Contains(err.Error(), "downgrade") {
 		t.Fatalf("error %q does not hint at a downgrade", err)
 	}
+}
+
+func TestOpenRefusesNonBoltFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	must(t, os.WriteFile(path, bytes.Repeat([]byte("not a database\n"), 1000), 0o600))
+	_, err := OpenRegistry(path)
+	wantErr(t, err, ErrSchema)
 }
 
 func TestOpenBadPath(t *testing.T) {

@@ -45,11 +45,16 @@ type Volume struct {
 }
 
 // Attachment is a node's lease on a volume's NBD export.
+//
+// (*) The generation counter lives with the volume: a volume deleted and
+// created again under the same name starts again at 1. Export names and
+// token hashes, which are unique in the registry and dropped with the
+// volume, identify an attachment across such incarnations.
 type Attachment struct {
 	Volume     string
 	Node       string
 	Mode       Mode
-	Generation uint64    // issued by AddAttachment; per volume, increasing, never reused
+	Generation uint64    // issued by AddAttachment; per volume, increasing, never reused (*)
 	Expires    time.Time // wall-clock lease expiry computed by the caller
 	Export     string    // NBD export name issued with the attachment
 	TokenHash  TokenHash // sha256 of the export token; the token is never stored
