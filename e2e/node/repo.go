@@ -1,0 +1,81 @@
+//go:build e2e
+
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+const modulePath = "github.com/netvol/netvol"
+
+// RepoRoot returns the directory holding netvol's go.mod. It starts from this
+// source file's location, which does not depend on the working directory the
+// test runs in, and falls back to `go env GOMOD`.
+func RepoRoot() (string, error) {
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		if root, ok := findModule(filepath.Dir(file)); ok {
+			return root, nil
+		}
+	}
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("locating the repository: go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("locating the repository: not inside the %s module", modulePath)
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func findModule(dir string) (string, bool) {
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(b, []byte("module "+modulePath+"\n")) {
+			return dir, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
+
+// NetvolBinary returns the path of the netvol binary that `make build` left in
+// <repo>/bin/netvol. Nodes see the host's root read-only at the same paths,
+// so the same path runs the binary inside a node.
+func NetvolBinary(t testing.TB) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "netvol")
+	st, err := os.Stat(bin)
+	if err != nil || st.Mode()&0o111 == 0 {
+		t.Fatalf("netvol binary %s missing or not executable: run `make build` first (`make e2e` does)", bin)
+	}
+	if dir, hidden := shadowedInGuest(bin); hidden {
+		t.Fatalf("netvol binary %s lies under %s, which nodes cover with a tmpfs: build it elsewhere", bin, dir)
+	}
+	return bin
+}
+
+// shadowedInGuest reports whether a host path is hidden inside nodes by one
+// of their writable tmpfs mounts.
+func shadowedInGuest(path string) (string, bool) {
+	for _, dir := range guestTmpfsDirs() {
+		if path == dir || strings.HasPrefix(path, dir+"/") {
+			return dir, true
+		}
+	}
+	return "", false
+}
