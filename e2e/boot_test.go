@@ -10,5 +10,6 @@ import (
 
 func TestBootTmp(t *testing.T) {
 	n := node.Start(t, node.Options{Name: "n0"})
-	t.Log(n.MustRun(t, "true")); t.Log(n.ConsoleTail(30))
+	t.Log(n.MustRun(t, "true"))
+	t.Log(n.ConsoleTail(30))
 }

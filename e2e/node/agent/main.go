@@ -28,10 +28,9 @@ import (
 const maxOutput = 8 << 20
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "agent:", err)
-		os.Exit(1)
-	}
+	// run returns only when the agent cannot go on; init then powers off.
+	fmt.Fprintln(os.Stderr, "agent:", run())
+	os.Exit(1)
 }
 
 func run() error {
