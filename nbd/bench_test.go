@@ -101,3 +101,44 @@ func BenchmarkQemuNBDFile(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestQemuImgBench compares our server with qemu-nbd using one client we did
+// not write, qemu-img bench, on the same kind of file over unix sockets. It
+// runs only with NBD_BENCH=1 (it takes a while and measures, not checks):
+//
+//	NBD_BENCH=1 go test ./nbd -run TestQemuImgBench -v
+func TestQemuImgBench(t *testing.T) {
+	if os.Getenv("NBD_BENCH") != "1" {
+		t.Skip("set NBD_BENCH=1 to run")
+	}
+	qemuImg, qemuNBD := needTool(t, "qemu-img"), needTool(t, "qemu-nbd")
+	f, err := os.OpenFile(newFile(t, benchSize), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var exports ExportMap
+	exports.Add(&Export{Name: "disk", Backend: &fileBackend{f: f, size: benchSize}})
+	ours := nbdURL("unix", serve(t, &Server{Exports: &exports}, "unix"), "disk")
+	sock := filepath.Join(t.TempDir(), "q.sock")
+	cmd := exec.Command(qemuNBD, "-f", "raw", "-x", "disk", "-t", "--socket", sock, newFile(t, benchSize))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	time.Sleep(500 * time.Millisecond)
+	theirs := nbdURL("unix", sock, "disk")
+	for _, args := range [][]string{
+		{"-d", "32", "-c", "200000", "-s", "4k"},
+		{"-d", "32", "-c", "200000", "-s", "4k", "-w"},
+		{"-d", "1", "-c", "2000", "-s", "1M"},
+		{"-d", "1", "-c", "2000", "-s", "1M", "-w"},
+	} {
+		for name, url := range map[string]string{"netvol": ours, "qemu-nbd": theirs} {
+			start := time.Now()
+			out := run(t, qemuImg, append(append([]string{"bench", "-f", "raw"}, args...), url)...)
+			_ = out
+			t.Logf("%-8s qemu-img bench %v: %v", name, args, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}

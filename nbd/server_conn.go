@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,8 +29,10 @@ type serverConn struct {
 	mu       sync.Mutex // guards stopping and deadline changes
 	stopping bool
 
-	wmu  sync.Mutex // one reply on the wire at a time
-	werr error      // first reply write error; later replies are dropped
+	wmu      sync.Mutex    // one reply on the wire at a time
+	bw       *bufio.Writer // replies, flushed when no other reply waits
+	werr     error         // first reply write error; later replies are dropped
+	replying atomic.Int32  // replies waiting for or holding wmu
 
 	slots    chan struct{} // bounds requests in flight
 	inflight sync.WaitGroup
@@ -120,6 +123,7 @@ func (c *serverConn) setDeadline(t time.Time) {
 // hands each to a goroutine; at most MaxInFlight run at once. A nil error
 // means a clean end.
 func (c *serverConn) transmit() error {
+	c.bw = bufio.NewWriterSize(c.nc, 64<<10)
 	var hdr [requestLen]byte
 	for {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -307,21 +311,28 @@ func (c *serverConn) fua(q request) error {
 	return c.exp.Backend.Flush()
 }
 
-// reply sends a simple reply; data goes with it only on success. A write
+// reply sends a simple reply; data goes with it only on success. Replies
+// are buffered and the buffer is flushed by the last of the replies waiting
+// at once, so replies completing together share a system call. A write
 // error breaks the stream: the connection is closed and later replies dropped.
 func (c *serverConn) reply(handle uint64, errno Errno, data []byte) {
-	hdr := make([]byte, simpleReplyLen)
-	simpleReply{Errno: errno, Handle: handle}.encode(hdr)
-	bufs := net.Buffers{hdr}
-	if errno == 0 && len(data) > 0 {
-		bufs = append(bufs, data)
-	}
+	var hdr [simpleReplyLen]byte
+	simpleReply{Errno: errno, Handle: handle}.encode(hdr[:])
+	c.replying.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	last := c.replying.Add(-1) == 0
 	if c.werr != nil {
 		return
 	}
-	if _, err := bufs.WriteTo(c.nc); err != nil {
+	_, err := c.bw.Write(hdr[:])
+	if err == nil && errno == 0 {
+		_, err = c.bw.Write(data)
+	}
+	if err == nil && last {
+		err = c.bw.Flush()
+	}
+	if err != nil {
 		c.werr = err
 		c.raw.Close()
 	}
