@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -148,34 +149,59 @@ func TestClientAgainstOurServer(t *testing.T) {
 }
 
 // TestClientAgainstQemuNBD runs the same suite against a server we did not
-// write.
+// write, over a unix socket and over TCP.
 func TestClientAgainstQemuNBD(t *testing.T) {
 	qemuNBD := needTool(t, "qemu-nbd")
-	file := newFile(t, suiteSize)
-	sock := filepath.Join(t.TempDir(), "q.sock")
-	cmd := exec.Command(qemuNBD, "-f", "raw", "-x", "qdisk", "-t", "--socket", sock, file)
-	if err := cmd.Start(); err != nil {
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			file := newFile(t, suiteSize)
+			args := []string{"-f", "raw", "-x", "qdisk", "-t"}
+			addr := filepath.Join(t.TempDir(), "q.sock")
+			if network == "tcp" {
+				addr = freePort(t)
+				_, port, _ := net.SplitHostPort(addr)
+				args = append(args, "-b", "127.0.0.1", "-p", port)
+			} else {
+				args = append(args, "--socket", addr)
+			}
+			cmd := exec.Command(qemuNBD, append(args, file)...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			c := dialRetry(t, network, addr, "qdisk")
+			defer c.Close()
+			t.Logf("qemu-nbd export: %+v flags %s", c.Info(), c.Info().Flags)
+			clientSuite(t, c)
+		})
+	}
+}
+
+// freePort returns a loopback address with a port free a moment ago.
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var c *Client
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// dialRetry dials until a server that is starting up answers.
+func dialRetry(t *testing.T, network, addr, name string) *Client {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var err error
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err = Dial(ctx, "unix", sock, ClientOptions{ExportName: "qdisk"})
+		c, err := Dial(ctx, network, addr, ClientOptions{ExportName: name})
 		cancel()
 		if err == nil {
-			break
+			return c
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu-nbd did not come up: %v", err)
+			t.Fatalf("server at %s did not come up: %v", addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	defer c.Close()
-	t.Logf("qemu-nbd export: %+v flags %s", c.Info(), c.Info().Flags)
-	clientSuite(t, c)
 }
 
 func TestClientUnknownExport(t *testing.T) {

@@ -8,8 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -469,12 +472,23 @@ func TestShutdownDeadline(t *testing.T) {
 }
 
 func selfSigned(t *testing.T) (*tls.Config, *tls.Config) {
+	server, client, _ := selfSignedPEM(t)
+	return server, client
+}
+
+// selfSignedPEM makes a self-signed certificate for nbd.test and 127.0.0.1;
+// it also returns the certificate in PEM for other clients.
+func selfSignedPEM(t *testing.T) (*tls.Config, *tls.Config, []byte) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"nbd.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Subject: pkix.Name{CommonName: "nbd.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +497,8 @@ func selfSigned(t *testing.T) (*tls.Config, *tls.Config) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	server := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	return server, &tls.Config{RootCAs: pool, ServerName: "nbd.test"}
+	pemCert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return server, &tls.Config{RootCAs: pool, ServerName: "nbd.test"}, pemCert
 }
 
 func TestTLS(t *testing.T) {
@@ -514,3 +529,43 @@ func TestTLS(t *testing.T) {
 }
 
 func errnoErr(n int) error { return syscallErrno(n) }
+
+// recLogger records what the server logs.
+type recLogger struct {
+	mu    sync.Mutex
+	warns []string
+}
+
+func (l *recLogger) Debugf(string, ...any) {}
+func (l *recLogger) Warnf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.warns = append(l.warns, fmt.Sprintf(format, args...))
+}
+
+func TestLoggerGetsProtocolErrors(t *testing.T) {
+	log := &recLogger{}
+	var exports ExportMap
+	exports.Add(&Export{Name: "disk", Backend: newMem(1 << 20)})
+	addr := serve(t, &Server{Exports: &exports, Logger: log}, "tcp")
+	r := dialRaw(t, addr)
+	r.greet(FlagCFixedNewstyle)
+	r.goExport("disk")
+	r.write(make([]byte, requestLen))
+	if !r.closed() {
+		t.Fatal("not closed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		log.mu.Lock()
+		n := len(log.warns)
+		log.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("warnings: %q", log.warns)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -203,3 +203,26 @@ func TestNbdcopy(t *testing.T) {
 		})
 	}
 }
+
+// TestNbdinfoTLS checks our STARTTLS against libnbd's (GnuTLS) client, with
+// the server requiring TLS.
+func TestNbdinfoTLS(t *testing.T) {
+	serverTLS, _, certPEM := selfSignedPEM(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ca-cert.pem"), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var exports ExportMap
+	exports.Add(&Export{Name: "disk", Backend: newMem(1 << 20)})
+	addr := serve(t, &Server{Exports: &exports, TLSConfig: serverTLS, TLSRequired: true}, "tcp")
+	_, port, _ := net.SplitHostPort(addr)
+	out := run(t, "nbdinfo", "--json", "nbds://127.0.0.1:"+port+"/disk?tls-certificates="+dir)
+	if !strings.Contains(out, `"export-size": 1048576`) {
+		t.Fatalf("nbdinfo over TLS:\n%s", out)
+	}
+	// A plain client is refused.
+	cmd := exec.Command(needTool(t, "nbdinfo"), nbdURL("tcp", addr, "disk"))
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("plain nbdinfo accepted by a TLS-only server:\n%s", out)
+	}
+}
