@@ -43,8 +43,8 @@
 // READ or WRITE over MaxPayloadSize, an unknown command or flag, NBD_EINVAL.
 // The stream stays in sync: the payload of a refused WRITE is read and
 // dropped, up to 128 MiB; a longer one, a bad magic or a malformed handshake
-// closes that connection only. Each connection may hold MaxInFlight payloads
-// of up to 32 MiB at once.
+// closes that connection only. The buffers of one connection's requests in
+// flight are bounded to 64 MiB.
 //
 // Fencing: Export.Revoke closes the connections serving an export, waits for
 // their requests in flight and refuses the export afterwards.

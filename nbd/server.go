@@ -15,6 +15,7 @@ var ErrServerClosed = errors.New("nbd: server closed")
 // Server serves exports over NBD (fixed newstyle handshake, simple replies).
 // Set the fields before the first Serve; they must not change afterwards.
 type Server struct {
+	// Exports resolves export names; required.
 	Exports Exports
 	// TLSConfig enables NBD_OPT_STARTTLS.
 	TLSConfig *tls.Config
@@ -25,7 +26,7 @@ type Server struct {
 	// is empty.
 	ListExports bool
 	// MaxInFlight bounds the requests one connection has in progress at once
-	// (default 32). Each may hold a payload of up to MaxPayloadSize.
+	// (default 32); their READ and WRITE buffers are bounded to 64 MiB.
 	MaxInFlight int
 	// HandshakeTimeout bounds the handshake phase (default 30 s).
 	HandshakeTimeout time.Duration

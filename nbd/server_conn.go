@@ -35,16 +35,52 @@ type serverConn struct {
 	replying atomic.Int32  // replies waiting for or holding wmu
 
 	slots    chan struct{} // bounds requests in flight
+	budget   *byteBudget   // bounds their buffers
 	inflight sync.WaitGroup
+}
+
+// maxConnBuffered bounds the READ and WRITE buffers one connection's
+// requests in flight hold at once.
+const maxConnBuffered = 2 * MaxPayloadSize
+
+// byteBudget is a counting semaphore of bytes.
+type byteBudget struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	free int
+}
+
+func newByteBudget(n int) *byteBudget {
+	b := &byteBudget{free: n}
+	b.cond.L = &b.mu
+	return b
+}
+
+// acquire waits until n bytes are free; n must not exceed the total.
+func (b *byteBudget) acquire(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.free < n {
+		b.cond.Wait()
+	}
+	b.free -= n
+}
+
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
 	return &serverConn{
-		srv:   s,
-		raw:   nc,
-		nc:    nc,
-		br:    bufio.NewReaderSize(nc, 64<<10),
-		slots: make(chan struct{}, s.maxInFlight()),
+		srv:    s,
+		raw:    nc,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		slots:  make(chan struct{}, s.maxInFlight()),
+		budget: newByteBudget(maxConnBuffered),
 	}
 }
 
@@ -147,11 +183,16 @@ func (c *serverConn) transmit() error {
 }
 
 // dispatch reads the payload of q, answers a request that fails the checks
-// at once and starts the others. It holds one slot, released when q ends.
+// at once and starts the others. It holds one slot, and the budget for its
+// buffer, released when q ends.
 func (c *serverConn) dispatch(q request) error {
 	errno := c.check(q)
+	if errno == 0 {
+		c.budget.acquire(bufferedLen(q))
+	}
 	payload, err := c.readPayload(q, errno)
 	if err != nil {
+		c.budget.release(bufferedLen(q))
 		<-c.slots
 		return err
 	}
@@ -218,10 +259,18 @@ func (c *serverConn) readPayload(q request, errno Errno) ([]byte, error) {
 	return buf, nil
 }
 
+// bufferedLen is the buffer a valid request needs.
+func bufferedLen(q request) int {
+	if q.Type == CmdRead || q.Type == CmdWrite {
+		return int(q.Length)
+	}
+	return 0
+}
+
 // handle runs one request and sends its reply.
 func (c *serverConn) handle(q request, payload []byte) {
 	defer c.inflight.Done()
-	defer func() { <-c.slots }()
+	defer func() { c.budget.release(bufferedLen(q)); <-c.slots }()
 	start := time.Now()
 	var data []byte
 	var err error

@@ -84,6 +84,9 @@ func (c *serverConn) send(r optionReply) error {
 // open resolves and, when serve is set, attaches an export; nil when the
 // export is unknown, refused or revoked.
 func (c *serverConn) open(ctx context.Context, name string, serve bool) *Export {
+	if c.srv.Exports == nil {
+		return nil
+	}
 	e, err := c.srv.Exports.Open(ctx, name)
 	if err != nil || e == nil || e.Backend == nil {
 		if err != nil && !errors.Is(err, ErrUnknownExport) {
@@ -171,7 +174,7 @@ func (c *serverConn) optList(ctx context.Context, o option) error {
 		return c.optReply(o.Opt, RepErrInvalid, "NBD_OPT_LIST takes no data")
 	}
 	var list []ExportInfo
-	if c.srv.ListExports {
+	if c.srv.ListExports && c.srv.Exports != nil {
 		var err error
 		if list, err = c.srv.Exports.List(ctx); err != nil {
 			return c.optReply(o.Opt, RepErrPolicy, "listing failed")

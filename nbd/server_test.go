@@ -569,3 +569,27 @@ func TestLoggerGetsProtocolErrors(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestBufferBudget sends more big writes than the buffer budget holds; they
+// all complete (the reader waits for buffers instead of allocating more).
+func TestBufferBudget(t *testing.T) {
+	_, mem, addr := memServer(t, 4*MaxPayloadSize, "unix")
+	mem.delay.Store(int64(20 * time.Millisecond))
+	c := dial(t, "unix", addr, "disk")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			if err := c.Write(testCtx(t), make([]byte, MaxPayloadSize/2), int64(i)*MaxPayloadSize/2, 0); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestNoExports(t *testing.T) {
+	addr := serve(t, &Server{ListExports: true}, "tcp")
+	if _, err := Dial(testCtx(t), "tcp", addr, ClientOptions{ExportName: "x"}); err == nil {
+		t.Fatal("export served without Exports")
+	}
+}
