@@ -187,23 +187,30 @@ func (c *serverConn) transmit() error {
 // buffer, released when q ends.
 func (c *serverConn) dispatch(q request) error {
 	errno := c.check(q)
-	if errno == 0 {
-		c.budget.acquire(bufferedLen(q))
+	if errno != 0 {
+		return c.refuse(q, errno)
 	}
-	payload, err := c.readPayload(q, errno)
+	c.budget.acquire(bufferedLen(q))
+	payload, err := c.readPayload(q, 0)
 	if err != nil {
 		c.budget.release(bufferedLen(q))
 		<-c.slots
 		return err
 	}
-	if errno != 0 {
-		c.srv.stats.record(q.Type, 0, errno, 0)
-		c.reply(q.Handle, errno, nil)
-		<-c.slots
-		return nil
-	}
 	c.inflight.Add(1)
 	go c.handle(q, payload)
+	return nil
+}
+
+// refuse answers a request that failed the checks, after dropping its
+// payload.
+func (c *serverConn) refuse(q request, errno Errno) error {
+	defer func() { <-c.slots }()
+	if _, err := c.readPayload(q, errno); err != nil {
+		return err
+	}
+	c.srv.stats.record(q.Type, 0, errno, 0)
+	c.reply(q.Handle, errno, nil)
 	return nil
 }
 
