@@ -73,8 +73,12 @@ func negotiate(ctx context.Context, conn net.Conn, o ClientOptions) (net.Conn, E
 	}
 	info, err := clientGo(nc, o.ExportName)
 	var oe *OptionError
-	if errors.As(err, &oe) && oe.Reply == RepErrUnsup {
+	switch {
+	case errors.As(err, &oe) && oe.Reply == RepErrUnsup:
 		info, err = clientExportName(nc, o.ExportName, noZeroes)
+	case oe != nil:
+		// The spec wants a soft disconnect after a refused option.
+		_ = clientOption(nc, option{Opt: OptAbort}, nil)
 	}
 	return nc, info, err
 }

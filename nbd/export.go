@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -167,7 +169,7 @@ func (m *ExportMap) Open(_ context.Context, name string) (*Export, error) {
 	return nil, ErrUnknownExport
 }
 
-// List implements Exports.
+// List implements Exports, sorted by name.
 func (m *ExportMap) List(context.Context) ([]ExportInfo, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -175,5 +177,6 @@ func (m *ExportMap) List(context.Context) ([]ExportInfo, error) {
 	for _, e := range m.m {
 		list = append(list, ExportInfo{Name: e.Name, Description: e.Description})
 	}
+	slices.SortFunc(list, func(a, b ExportInfo) int { return strings.Compare(a.Name, b.Name) })
 	return list, nil
 }

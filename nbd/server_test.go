@@ -593,3 +593,29 @@ func TestNoExports(t *testing.T) {
 		t.Fatal("export served without Exports")
 	}
 }
+
+// TestFUAAndFlush checks that FUA and FLUSH reach the Backend before their
+// replies, and that plain writes do not flush.
+func TestFUAAndFlush(t *testing.T) {
+	_, mem, addr := memServer(t, 1<<20, "unix")
+	c := dial(t, "unix", addr, "disk")
+	ctx := testCtx(t)
+	steps := []struct {
+		do   func() error
+		want int64
+	}{
+		{func() error { return c.Write(ctx, []byte("a"), 0, 0) }, 0},
+		{func() error { return c.Write(ctx, []byte("b"), 1, CmdFlagFUA) }, 1},
+		{func() error { return c.WriteZeroes(ctx, 2, 10, CmdFlagFUA|CmdFlagNoHole) }, 2},
+		{func() error { return c.Trim(ctx, 20, 10, CmdFlagFUA) }, 3},
+		{func() error { return c.Flush(ctx) }, 4},
+	}
+	for i, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatal(err)
+		}
+		if got := mem.flushes.Load(); got != s.want {
+			t.Fatalf("step %d: %d flushes, want %d", i, got, s.want)
+		}
+	}
+}
