@@ -21,6 +21,7 @@ import (
 // on the host, root squashing, a node's disk across reboot and crash,
 // network cuts, and containers writing through both kinds of mount.
 func TestSmoke(t *testing.T) {
+	t.Parallel()
 	nfs := node.StartNFSServer(t)
 	nbdReboot := node.StartNBDServer(t, "qcow2", 256)
 	nbdDocker := node.StartNBDServer(t, "qcow2", 256)

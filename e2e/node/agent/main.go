@@ -38,6 +38,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// On the console: the boot's last step, and when the node came up.
+	up, _ := os.ReadFile("/proc/uptime")
+	fmt.Fprintf(os.Stderr, "agent: serving %s at uptime %s", port.Name(), up)
 	a := &agent{enc: json.NewEncoder(port), running: map[uint64]int{}}
 	if err := a.send(proto.Response{Hello: true}); err != nil {
 		return err
