@@ -6,12 +6,12 @@ import (
 	"time"
 )
 
-// numLatencyBuckets is the number of bounded buckets of the histogram.
-const numLatencyBuckets = 14
+// LatencyBucketCount is the number of bounded buckets of the latency histogram.
+const LatencyBucketCount = 14
 
 // LatencyBuckets returns the upper bounds of the latency histogram in
 // CmdStats; the last bucket of Histogram counts everything slower.
-func LatencyBuckets() [numLatencyBuckets]time.Duration {
+func LatencyBuckets() [LatencyBucketCount]time.Duration {
 	return [...]time.Duration{
 		50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond,
 		500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond,
@@ -29,7 +29,7 @@ type CmdStats struct {
 	Latency  time.Duration // total time from dispatch to reply
 	// Histogram counts requests by latency: Histogram[i] those not slower
 	// than LatencyBuckets()[i], the last one the rest.
-	Histogram [numLatencyBuckets + 1]uint64
+	Histogram [LatencyBucketCount + 1]uint64
 }
 
 // Stats is a snapshot of a Server's counters. Requests refused before they
@@ -47,7 +47,7 @@ type stats struct {
 
 type cmdCounters struct {
 	requests, errors, bytes, nanos atomic.Uint64
-	hist                           [numLatencyBuckets + 1]atomic.Uint64
+	hist                           [LatencyBucketCount + 1]atomic.Uint64
 }
 
 func (s *stats) connected(delta int64) { s.conns.Add(delta) }
