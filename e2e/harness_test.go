@@ -44,9 +44,12 @@ func testConcurrentRuns(t *testing.T, n *node.Node) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range 3 {
-		wg.Go(func() {
-			if got := n.MustRun(t, "sleep 2; echo "+itoa(i)); got != itoa(i)+"\n" {
-				t.Errorf("concurrent run %d = %q", i, got)
+		wg.Go(func() { // no t.Fatal off the test's goroutine: Run, not MustRun
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := n.Run(ctx, "sleep 2; echo "+itoa(i))
+			if err != nil || res.Stdout != itoa(i)+"\n" {
+				t.Errorf("concurrent run %d = %+v, %v", i, res, err)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BusyboxImage is the image StartDocker imports into a node's dockerd; no
@@ -29,8 +30,10 @@ func (n *Node) StartDocker(t testing.TB) {
 	if err := linkOrCopy(tarball, filepath.Join(n.HostShare(), "busybox.tar")); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	n.MustRun(t, dockerStartScript)
 	n.MustRun(t, "docker import "+GuestShare+"/busybox.tar "+BusyboxImage+" >/dev/null")
+	t.Logf("%s: dockerd ready and %s imported in %s", n.Name(), BusyboxImage, time.Since(start).Round(100*time.Millisecond))
 }
 
 // dockerStartScript starts dockerd in its own session (so it outlives the

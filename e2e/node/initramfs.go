@@ -110,7 +110,19 @@ func prepareBoot(t testing.TB) (bootFiles, error) {
 	initrd, err := cached(dir, "initramfs-"+k.version+".cpio", func(tmp string) error {
 		return buildInitramfs(k, agent, tmp)
 	})
-	return bootFiles{kernel: k.image, initrd: initrd}, err
+	if err != nil {
+		return bootFiles{}, err
+	}
+	files := bootFiles{kernel: k.image, initrd: initrd}
+	// The uncompressed kernel only saves time: boot the bzImage without it.
+	if vmlinux, err := cached(dir, "vmlinux-"+k.version, func(tmp string) error {
+		return extractVmlinux(k.image, tmp)
+	}); err == nil {
+		files.kernel = vmlinux
+	} else {
+		t.Logf("booting the compressed kernel: %v", err)
+	}
+	return files, nil
 }
 
 // buildAgent compiles the guest agent as a static binary; it ships in the

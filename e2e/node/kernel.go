@@ -61,3 +61,44 @@ func (k kernel) moduleFiles(names []string) ([]string, error) {
 	}
 	return files, nil
 }
+
+// compressedKernelFormats are the payload formats a bzImage may carry, by
+// magic number, with the command that decompresses a stream of them and
+// ignores what follows the payload.
+func compressedKernelFormats() []struct {
+	magic []byte
+	argv  []string
+} {
+	return []struct {
+		magic []byte
+		argv  []string
+	}{
+		{[]byte("\xfd7zXZ\x00"), []string{"xz", "-dc", "--single-stream"}}, // Debian's
+		{[]byte("\x28\xb5\x2f\xfd"), []string{"zstd", "-dcq"}},
+	}
+}
+
+// extractVmlinux writes the uncompressed kernel ELF held in the bzImage.
+// qemu boots such an ELF directly through its PVH entry point, which spares
+// the emulated CPU the decompression: about 3 of the 7 seconds a boot takes
+// under TCG.
+func extractVmlinux(bzImage, out string) error {
+	data, err := os.ReadFile(bzImage)
+	if err != nil {
+		return err
+	}
+	for _, f := range compressedKernelFormats() {
+		i := bytes.Index(data, f.magic)
+		if i < 0 {
+			continue
+		}
+		cmd := command(f.argv[0], f.argv[1:]...)
+		cmd.Stdin = bytes.NewReader(data[i:])
+		elfData, err := cmd.Output()
+		if err != nil || !bytes.HasPrefix(elfData, []byte("\x7fELF")) {
+			continue
+		}
+		return os.WriteFile(out, elfData, 0o644)
+	}
+	return fmt.Errorf("no kernel payload found in %s", bzImage)
+}

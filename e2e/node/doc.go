@@ -1,0 +1,63 @@
+//go:build e2e
+
+// Package node runs netvol's end-to-end environment: node VMs whose kernel
+// has what this machine's lacks (the NBD block driver, the NFS client), and
+// the servers on the host they talk to. Every file carries the e2e build tag;
+// `make e2e` runs the suites.
+//
+// # Nodes
+//
+// A node is qemu-system-x86_64 (TCG: KVM hangs on these machines) booting
+// Debian's kernel from /boot with an initramfs the harness builds once per
+// run (busybox, the 9p modules, the agent). The node's root is the host's /
+// over 9p, read-only, so it runs the host's programs, including the netvol
+// binary `make build` made, at their host paths; the directories in
+// guestTmpfsDirs are tmpfs. Each node has:
+//
+//   - a raw ext4 state disk at GuestStateDir, kept across Reboot and Crash;
+//   - a read-write share: Node.HostShare on the host is GuestShare inside;
+//   - user-mode networking: HostAddr:PORT inside reaches 127.0.0.1:PORT on
+//     the host, so host servers bind loopback; SetLink cuts and restores it;
+//   - a serial console logged to a file; failures show its tail;
+//   - an agent on a virtio-serial port (not the network, so it works while
+//     the link is cut) that runs shell commands, several at once.
+//
+// API, in the order a test uses it:
+//
+//	Main(m)                  TestMain hook: per-run artifact cache
+//	Start(t, Options)        boot one node (stopped at test end)
+//	StartAll(t, opts...)     boot several in parallel
+//	n.Run(ctx, script)       sh -c script in the node → Result{Stdout, Stderr, ExitCode}
+//	n.RunInput(ctx, s, in)   the same with stdin
+//	n.MustRun(t, script)     stdout, or fail the test showing output and console
+//	n.MustFail(t, script)    Result, or fail the test if the script succeeds
+//	n.Reboot(ctx)            clean shutdown and boot, same disk
+//	n.Shutdown(ctx)          sync and power off; n.Boot(ctx) starts it again
+//	n.Crash()                kill qemu (power cut); n.Boot(ctx) starts it again
+//	n.SetLink(ctx, up)       cut or restore the node's network (QMP set_link)
+//	n.ConsoleTail(lines)     the end of the serial console, all boots
+//	n.StartDocker(t)         dockerd in the node, BusyboxImage imported
+//
+// # Host fixtures
+//
+// Each starts processes with t.Cleanup to stop them, and with
+// PR_SET_PDEATHSIG so they die with the test binary even if cleanups never
+// run. Ports are picked free, so suites and an existing service do not clash.
+//
+//	StartNBDServer(t, format, MiB)  qemu-nbd on an image; AttachCommand, ReadExt4File
+//	StartNFSServer(t)               nfs-ganesha (+ rpcbind), exports Squashed and NoSquash;
+//	                                MountCommand, MountOptions (v4.1, v4, v3)
+//	StartDaemon(t, log, argv...)    any host daemon; WaitTCP, Stop, Kill, LogTail
+//	NetvolBinary(t)                 <repo>/bin/netvol, valid on the host and in nodes
+//	FreePort(t)                     a free TCP port
+//
+// The `netvol server` fixture has its place in server.go, for when the
+// server exists.
+//
+// # Environment
+//
+// RequireRoot and RequireTools skip a test on a developer's machine that
+// lacks something, and fail it in CI (CI=true), where .ci/run installs
+// everything. Set NETVOL_E2E_CACHE to a directory to keep the initramfs and
+// agent between runs.
+package node
