@@ -56,6 +56,14 @@
 // NBD_OPT_EXPORT_NAME); NewClient runs the transmission phase with many
 // requests in flight; Dial does both.
 //
+// # Kernel attach
+//
+// KernelConnect hands connections that Negotiate returned (not a Client's:
+// its reply reader would compete with the kernel) to the Linux NBD driver
+// over generic netlink and returns the device index (/dev/nbdN);
+// KernelReconfigure replaces dead connections; KernelDisconnect ends it. It
+// uses only the syscall package.
+//
 // # Not supported
 //
 //   - Oldstyle and non-fixed newstyle negotiation on the client side (the
@@ -67,6 +75,7 @@
 //   - Experimental extensions: EXTENDED_HEADERS, RESIZE.
 //   - TLS-PSK, and SELECTIVETLS with per-export TLS requirements.
 //   - Block sizes other than the defaults (minimum 1, preferred 4096).
-//   - The kernel attach (netlink) is not written yet; Client.Conn and
-//     Negotiate are its hooks.
+//   - KernelReconfigure has not been run against a kernel yet (KernelConnect
+//     and KernelDisconnect have, in a guest: two sockets, mkfs.ext4, mount,
+//     write, sync).
 package nbd
