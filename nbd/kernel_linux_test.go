@@ -9,9 +9,11 @@ import (
 // The NBD driver is missing on the build machines (TESTING.md), so these
 // tests check the generic netlink plumbing against the controller family,
 // which every kernel has, and the encoding of our requests. The attach itself
-// needs a guest with the nbd module: it was checked there by hand (two
-// sockets from Negotiate, KernelConnect, mkfs.ext4, mount, write, sync,
-// umount, KernelDisconnect); an e2e test should keep it checked.
+// needs a guest with the nbd module: it was checked there by hand with the
+// e2e node harness (two sockets from Negotiate, KernelConnect, mkfs.ext4,
+// mount, write, sync, umount; the server shut down, KernelReconfigure with
+// two sockets to a new server, the file read back, a new write;
+// KernelDisconnect); an e2e test should keep it checked.
 
 func TestGenlControllerFamily(t *testing.T) {
 	s, err := openGenl()
