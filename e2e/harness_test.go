@@ -68,7 +68,7 @@ func testRunDeadline(t *testing.T, n *node.Node) {
 		t.Fatalf("Run past its deadline: %v", err)
 	}
 	// The killed command's process group must be gone.
-	n.MustRun(t, `for i in $(seq 50); do pgrep -f "sleep 601$" >/dev/null || exit 0; sleep 0.1; done; ps ax >&2; exit 1`)
+	n.MustRun(t, `for i in $(seq 50); do busybox pgrep -f "sleep 601$" >/dev/null || exit 0; sleep 0.1; done; busybox ps >&2; exit 1`)
 	if got := n.MustRun(t, "ls /tmp/deadline"); !strings.Contains(got, "deadline") {
 		t.Fatalf("the command did not run: %q", got)
 	}

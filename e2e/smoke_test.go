@@ -22,6 +22,8 @@ import (
 // network cuts, and containers writing through both kinds of mount.
 func TestSmoke(t *testing.T) {
 	t.Parallel()
+	// Programs the nodes run from the host's root.
+	node.RequireTools(t, "nbd-client", "mount.nfs", "mkfs.ext4", "bash")
 	nfs := node.StartNFSServer(t)
 	nbdReboot := node.StartNBDServer(t, "qcow2", 256)
 	nbdDocker := node.StartNBDServer(t, "qcow2", 256)
