@@ -1,0 +1,48 @@
+// Package qcow2 reads and writes QEMU's qcow2 disk image format, the format
+// every netvol block volume lives in.
+//
+// The format is specified in QEMU's docs/interop/qcow2.txt. In short: a header
+// in cluster 0; a two-level table (L1 → L2 → data cluster) maps guest clusters
+// to host clusters; a two-level refcount structure (refcount table → refcount
+// blocks) counts the references to every host cluster; an optional backing file
+// supplies the data of clusters the image does not hold (linked clones).
+//
+// What this package writes: version 3 images, 16-bit refcounts, no internal
+// snapshots, zlib-free (it never compresses). It reads version 2 and 3 images,
+// deflate and zstd compressed clusters, zero clusters, cluster sizes from 512
+// bytes to 2 MiB and backing chains of qcow2 or raw images.
+//
+// Not supported, refused at Open with an error naming the feature: encryption,
+// external data files, extended L2 entries (subclusters), unknown incompatible
+// feature bits. Images with internal snapshots, refcount widths other than 16
+// bits, or version 2 open read-only only.
+//
+// # Concurrency
+//
+// ReadAt and WriteAt may be called from many goroutines. Data I/O to clusters
+// that are already allocated takes no lock beyond a short table lookup.
+// Metadata (L1, L2 cache, refcounts) is guarded by one mutex, held only for
+// in-memory updates and during Flush. Allocating a fresh cluster reserves it
+// under the mutex, fills it without the mutex, then publishes the L2 entry, so
+// readers of other clusters (and of the same cluster, which see the old data
+// until the write completes) are never serialised behind the copy.
+//
+// # Crash safety
+//
+// Metadata is written back only at Flush (and when a dirty L2 table is evicted,
+// which runs the same sequence), in an order that never lets a durable table
+// point at something that is not durable:
+//
+//  1. refcount blocks and the refcount table, then fsync (this also makes every
+//     data write before the Flush durable);
+//  2. L2 tables, then fsync;
+//  3. the L1 table, then fsync;
+//  4. clusters freed by Discard are released (refcount decremented, hole
+//     punched) only now, after the tables that stopped referencing them are
+//     durable, so a crash can leak a cluster but never leave a reference to a
+//     free one.
+//
+// A writable Open sets the header's dirty bit (incompatible feature bit 0) and
+// Close clears it. Opening an image whose dirty bit is set rebuilds the
+// refcounts from the tables, which repairs the clusters a crash leaked.
+package qcow2
