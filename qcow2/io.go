@@ -8,8 +8,8 @@ import (
 
 // extent is a run of guest clusters handled the same way by one I/O.
 type extent struct {
-	gc    int64  // first guest cluster
-	n     int64  // clusters in the run
+	gc    int64 // first guest cluster
+	n     int64 // clusters in the run
 	kind  clusterKind
 	entry uint64 // L2 entry of the first cluster
 	// inPlace: normal clusters this image owns alone (writes go straight in).
