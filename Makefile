@@ -40,13 +40,17 @@ e2e: build
 
 # Benchmarks: netvol beside its reference (qemu-img bench / qemu-nbd).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s -count 5 ./qcow2/
 	bash bench/qcow2-vs-qemu.sh
+	$(GO) test ./nbd -run '^$$' -bench . -benchtime 2s
+	NBD_BENCH=1 $(GO) test ./nbd -run TestQemuImgBench -v -count=1
 
 # Short fuzzing pass over every parser; FUZZTIME per target.
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./qcow2 -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzOption$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzClientHandshake$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin
