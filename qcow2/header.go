@@ -132,6 +132,11 @@ func parseHeader(path string, buf []byte, fileSize int64) (*header, error) {
 	default:
 		return nil, bad("version", "%d (supported: 2, 3)", h.version)
 	}
+	// The header, its extensions and the backing file name live in the first
+	// cluster; buf may hold more.
+	if h.clusterBits <= maxClusterBits && len(buf) > 1<<h.clusterBits {
+		buf = buf[:1<<h.clusterBits]
+	}
 	if err := h.validate(path, len(buf), fileSize); err != nil {
 		return nil, err
 	}
