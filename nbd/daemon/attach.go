@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/netvol/netvol/nbd"
+	"github.com/netvol/netvol/state"
+)
+
+// AttachRequest is the body of POST /v1/volumes/{name}/attachments.
+type AttachRequest struct {
+	Node string `json:"node"`
+	Mode string `json:"mode"`
+}
+
+// Grant answers an attach: the NBD export name to present, the attachment's
+// generation and its lease expiry.
+type Grant struct {
+	Export     string    `json:"export"`
+	Generation uint64    `json:"generation"`
+	Expires    time.Time `json:"expires"`
+}
+
+// Lease answers a renew.
+type Lease struct {
+	Expires time.Time `json:"expires"`
+}
+
+func checkNodeName(node string) error {
+	if !nodeNameRe.MatchString(node) {
+		return fmt.Errorf("node name %q: want a letter or digit, then up to 252 letters, digits, '_', '.', ':' or '-': %w", node, state.ErrInvalid)
+	}
+	return nil
+}
+
+// Attach issues an attachment of volume to node. One read-write attachment
+// per volume: another node's live one is a conflict naming the holder; an
+// expired one, and node's own earlier one, are taken over and their exports
+// revoked (state.AddAttachment decides).
+func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) (Grant, error) {
+	mode := state.Mode(req.Mode)
+	if err := checkNodeName(req.Node); err != nil {
+		return Grant{}, err
+	}
+	if !mode.Valid() {
+		return Grant{}, fmt.Errorf("mode %q: want \"rw\" or \"ro\": %w", req.Mode, state.ErrInvalid)
+	}
+	if err := s.acquire(ctx); err != nil {
+		return Grant{}, err
+	}
+	defer s.release()
+	v, err := s.reg.GetVolume(volume)
+	if err != nil {
+		return Grant{}, err
+	}
+	if err := s.checkAttachable(v, mode); err != nil {
+		return Grant{}, err
+	}
+	if _, err := s.image(v); err != nil {
+		return Grant{}, err
+	}
+	token := newToken()
+	now := s.cfg.Now()
+	a, revoked, err := s.reg.AddAttachment(volume, state.Attachment{Node: req.Node, Mode: mode,
+		Expires: now.Add(s.cfg.LeaseTTL).UTC(), Export: volume + "." + token, TokenHash: state.HashToken(token)}, now)
+	if err != nil {
+		return Grant{}, err
+	}
+	for _, r := range revoked {
+		s.revoke(r.Export)
+	}
+	return Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires}, nil
+}
+
+// checkAttachable refuses a read-write attach of a volume with clones.
+func (s *Service) checkAttachable(v state.Volume, mode state.Mode) error {
+	if mode != state.ModeRW {
+		return nil
+	}
+	children, err := s.reg.Children(v.Name)
+	if err != nil || len(children) == 0 {
+		return err
+	}
+	return &state.InUseError{Volume: v.Name, Children: children}
+}
+
+// Renew extends node's lease on volume. not_found once the attachment was
+// detached or taken over; a lapsed lease nobody took over is renewed.
+func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error) {
+	if err := s.acquire(ctx); err != nil {
+		return Lease{}, err
+	}
+	defer s.release()
+	a, err := s.reg.RenewAttachment(volume, node, s.cfg.Now().Add(s.cfg.LeaseTTL).UTC())
+	if err != nil {
+		return Lease{}, err
+	}
+	return Lease{Expires: a.Expires}, nil
+}
+
+// Detach removes node's attachment of volume and closes its connections.
+func (s *Service) Detach(ctx context.Context, volume, node string) error {
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.release()
+	a, err := s.reg.RemoveAttachment(volume, node)
+	if err != nil {
+		return err
+	}
+	s.revoke(a.Export)
+	return nil
+}
+
+// revoke fences an export name: its connections are closed and the server
+// refuses it from then on. Call with the lock.
+func (s *Service) revoke(export string) {
+	if e := s.exports[export]; e != nil {
+		delete(s.exports, export)
+		e.Revoke()
+	}
+}
+
+// Open implements nbd.Exports: it serves export names issued by Attach
+// whose attachment is still recorded and live. Every refusal is
+// nbd.ErrUnknownExport, so a client learns nothing from it.
+func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return nil, nbd.ErrUnknownExport
+	}
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.release()
+	a, err := s.reg.FindAttachmentByToken(state.HashToken(name[i+1:]))
+	if err != nil || a.Export != name || !a.Live(s.cfg.Now()) {
+		return nil, nbd.ErrUnknownExport
+	}
+	if e := s.exports[name]; e != nil {
+		return e, nil
+	}
+	v, err := s.reg.GetVolume(a.Volume)
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.image(v)
+	if err != nil {
+		return nil, err
+	}
+	e := &nbd.Export{Name: name, Description: "netvol volume " + a.Volume,
+		Backend: img, ReadOnly: a.Mode != state.ModeRW}
+	s.exports[name] = e
+	return e, nil
+}
+
+// List implements nbd.Exports: the volumes by name. Those are not export
+// names (those are secret); a client cannot open them.
+func (s *Service) List(context.Context) ([]nbd.ExportInfo, error) {
+	vols, err := s.reg.ListVolumes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]nbd.ExportInfo, 0, len(vols))
+	for _, v := range vols {
+		out = append(out, nbd.ExportInfo{Name: v.Name, Description: "netvol volume (attach to get an export name)"})
+	}
+	return out, nil
+}

@@ -1,0 +1,36 @@
+// Package daemon is the storage daemon's service (netvol server): it owns the
+// data directory, the registry (state.Registry) and the open qcow2 images,
+// serves the images to the NBD server as nbd.Exports, and exposes the control
+// API v1 over HTTP (see DESIGN.md, "Control API").
+//
+// # Data directory
+//
+//	<data>/registry.db          the registry (BoltDB)
+//	<data>/volumes/<name>.qcow2 one image per volume
+//	<data>/volumes/.tmp-*       images being created
+//
+// Creating a volume writes its image under a temporary name, renames it into
+// place without replacing anything (RENAME_NOREPLACE), then commits the
+// registry entry; when the commit fails the image is removed. A crash
+// between the rename and the commit leaves an image the registry does not
+// know: Open removes those, and any temporary image, before serving.
+// Deleting commits first and removes the image after the commit.
+//
+// # Export names and fencing
+//
+// Attach issues an export name "<volume>.<token>", the token 32 random bytes
+// in unpadded base64url. The registry keeps only the token's SHA-256. The NBD
+// server's Open resolves a name by that hash and serves it only while the
+// attachment is recorded and its lease is live; read-only attachments get a
+// read-only export. Detach, a takeover (state.AddAttachment) and Delete
+// revoke the export, which closes its connections (nbd.Export.Revoke).
+// All connections to a volume share one *qcow2.Image, opened on first use
+// and kept open until the volume is deleted or the service closed.
+//
+// # Clones
+//
+// A volume created with "from" is a qcow2 overlay whose backing file is the
+// source image (a relative name). A source must not change under its
+// clones, so cloning a volume attached read-write is refused (in_use), and
+// so are read-write attaches and resizes of a volume that has clones.
+package daemon
