@@ -23,6 +23,7 @@ One binary carries every role: the storage daemon, the plugin and the operator c
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCommand())
+	root.AddCommand(newServerCommand())
 	return root
 }
 

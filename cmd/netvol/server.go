@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/netvol/netvol/nbd"
+	"github.com/netvol/netvol/nbd/daemon"
+)
+
+// serverFlags are the storage daemon's settings; each has an environment twin.
+type serverFlags struct {
+	data, nbdListen, apiListen, tokenFile, maxSize, logLevel string
+	listExports                                              bool
+	leaseTTL                                                 time.Duration
+}
+
+func newServerCommand() *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the storage daemon: qcow2 volumes served over NBD, with the control API",
+		Long: `Run the storage daemon. It keeps one qcow2 image per volume under --data,
+serves attached volumes over NBD and answers the control API v1 over HTTP.
+
+Every flag has an environment twin (shown in brackets); a flag given on the
+command line wins. TLS for NBD and the API is not supported yet: listen on
+loopback or a trusted network.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServer(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", os.Getenv("NETVOL_DATA"), "data directory: registry and images (required) [NETVOL_DATA]")
+	fl.StringVar(&f.nbdListen, "nbd-listen", envOr("NETVOL_NBD_LISTEN", "127.0.0.1:10809"), "NBD address: host:port or unix:/path [NETVOL_NBD_LISTEN]")
+	fl.StringVar(&f.apiListen, "api-listen", envOr("NETVOL_API_LISTEN", "127.0.0.1:10810"), "control API address host:port [NETVOL_API_LISTEN]")
+	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("NETVOL_TOKEN_FILE"), "bearer token of the API; created (mode 0600) with a random token if missing (default <data>/token) [NETVOL_TOKEN_FILE]")
+	fl.BoolVar(&f.listExports, "list-exports", envBool("NETVOL_LIST_EXPORTS"), "answer NBD_OPT_LIST with the volume names [NETVOL_LIST_EXPORTS]")
+	fl.StringVar(&f.maxSize, "max-volume-size", envOr("NETVOL_MAX_VOLUME_SIZE", "1T"), "largest volume size accepted [NETVOL_MAX_VOLUME_SIZE]")
+	fl.DurationVar(&f.leaseTTL, "lease-ttl", envDuration("NETVOL_LEASE_TTL", daemon.DefaultLeaseTTL), "attachment lease duration [NETVOL_LEASE_TTL]")
+	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func envBool(key string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(key))
+	return b
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return d
+	}
+	return def
+}
+
+func runServer(ctx context.Context, f serverFlags) error {
+	log, maxSize, err := checkServerFlags(&f)
+	if err != nil {
+		return err
+	}
+	token, err := loadToken(f.tokenFile)
+	if err != nil {
+		return err
+	}
+	svc, err := daemon.Open(daemon.Config{DataDir: f.data, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, Log: log})
+	if err != nil {
+		return err
+	}
+	nbdL, err := listenNBD(f.nbdListen)
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	apiL, err := net.Listen("tcp", f.apiListen)
+	if err != nil {
+		nbdL.Close()
+		svc.Close()
+		return fmt.Errorf("api listen: %w", err)
+	}
+	nbdSrv := &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")}
+	apiSrv := &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api")),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	log.WithFields(logrus.Fields{"data": f.data, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
+		"lease_ttl": f.leaseTTL, "max_volume_size": maxSize}).Info("netvol server started")
+	return serve(ctx, log, svc, nbdSrv, nbdL, apiSrv, apiL)
+}
+
+// serve runs both servers until a signal or a listener failure, then shuts
+// down in order: NBD (requests in flight finish), API, images, registry.
+func serve(ctx context.Context, log logrus.FieldLogger, svc *daemon.Service, nbdSrv *nbd.Server, nbdL net.Listener, apiSrv *http.Server, apiL net.Listener) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	failed := make(chan error, 2)
+	go func() { failed <- fmt.Errorf("nbd: %w", nbdSrv.Serve(nbdL)) }()
+	go func() { failed <- fmt.Errorf("api: %w", apiSrv.Serve(apiL)) }()
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-failed:
+		log.WithError(runErr).Error("a listener failed; shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if err := nbdSrv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("nbd shutdown: %w", err))
+	}
+	if err := apiSrv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("api shutdown: %w", err))
+	}
+	if err := svc.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(append(errs, runErr)...); err != nil {
+		return err
+	}
+	log.Info("netvol server stopped")
+	return nil
+}
+
+func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(f.logLevel)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--log-level: %w", err)
+	}
+	log.SetLevel(lvl)
+	if f.data == "" {
+		return nil, 0, errors.New("--data (or NETVOL_DATA) is required")
+	}
+	maxSize, err := daemon.ParseSize(f.maxSize)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--max-volume-size: %w", err)
+	}
+	if f.leaseTTL <= 0 {
+		return nil, 0, fmt.Errorf("--lease-ttl %s: must be positive", f.leaseTTL)
+	}
+	if err := os.MkdirAll(f.data, 0o700); err != nil {
+		return nil, 0, err
+	}
+	if f.tokenFile == "" {
+		f.tokenFile = filepath.Join(f.data, "token")
+	}
+	return log, maxSize, nil
+}
+
+// loadToken reads the API token, creating the file with a random token
+// (mode 0600) when it does not exist.
+func loadToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		var b [32]byte
+		rand.Read(b[:])
+		tok := base64.RawURLEncoding.EncodeToString(b[:])
+		fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		_, err = fh.WriteString(tok + "\n")
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		return tok, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return tok, nil
+}
+
+// listenNBD listens on host:port or unix:/path; a stale socket nobody
+// answers on is removed first.
+func listenNBD(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("nbd listen: %w", err)
+		}
+		return l, nil
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("nbd listen: %s is in use", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("nbd listen: %w", err)
+	}
+	return l, nil
+}
