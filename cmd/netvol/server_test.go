@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netvol/netvol/nbd"
+)
+
+func TestLoadToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	tok, err := loadToken(path)
+	if err != nil || len(tok) != 43 {
+		t.Fatalf("new token %q, %v", tok, err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode: %v %v", st.Mode(), err)
+	}
+	if again, err := loadToken(path); err != nil || again != tok {
+		t.Fatalf("reread %q, %v; want %q", again, err, tok)
+	}
+	os.WriteFile(path, []byte(" \n"), 0o600)
+	if _, err := loadToken(path); err == nil {
+		t.Fatal("an empty token file was accepted")
+	}
+}
+
+func TestServerEnvTwins(t *testing.T) {
+	t.Setenv("NETVOL_DATA", "/srv/netvol")
+	t.Setenv("NETVOL_NBD_LISTEN", "unix:/run/nbd.sock")
+	t.Setenv("NETVOL_API_LISTEN", "0.0.0.0:1")
+	t.Setenv("NETVOL_TOKEN_FILE", "/etc/tok")
+	t.Setenv("NETVOL_LIST_EXPORTS", "true")
+	t.Setenv("NETVOL_MAX_VOLUME_SIZE", "2T")
+	t.Setenv("NETVOL_LEASE_TTL", "30s")
+	fl := newServerCommand().Flags()
+	for name, want := range map[string]string{"data": "/srv/netvol", "nbd-listen": "unix:/run/nbd.sock",
+		"api-listen": "0.0.0.0:1", "token-file": "/etc/tok", "list-exports": "true",
+		"max-volume-size": "2T", "lease-ttl": "30s"} {
+		if got := fl.Lookup(name).Value.String(); got != want {
+			t.Errorf("--%s = %q from the environment, want %q", name, got, want)
+		}
+	}
+}
+
+func TestServerFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []serverFlags{
+		{maxSize: "1T", leaseTTL: time.Second, logLevel: "info"},              // no --data
+		{data: dir, maxSize: "lots", leaseTTL: time.Second, logLevel: "info"}, // bad size
+		{data: dir, maxSize: "1T", leaseTTL: 0, logLevel: "info"},             // no lease
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "loud"},   // bad level
+	} {
+		if err := runServer(context.Background(), f); err == nil {
+			t.Errorf("%+v accepted", f)
+		}
+	}
+}
+
+// runServer in process: create and attach over the API, write and read over
+// NBD, cancel (as SIGTERM does), and find the image clean.
+func TestRunServer(t *testing.T) {
+	dir := t.TempDir()
+	sockDir, _ := os.MkdirTemp("", "nvs")
+	defer os.RemoveAll(sockDir)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	apiAddr := l.Addr().String()
+	l.Close()
+	f := serverFlags{data: filepath.Join(dir, "data"), nbdListen: "unix:" + filepath.Join(sockDir, "s"),
+		apiListen: apiAddr, maxSize: "1G", leaseTTL: 15 * time.Second, logLevel: "error"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServer(ctx, f) }()
+	defer cancel()
+
+	call := func(method, path, body string, out any) int {
+		t.Helper()
+		for range 50 {
+			tok, err := os.ReadFile(filepath.Join(f.data, "token"))
+			if err == nil {
+				req, _ := http.NewRequest(method, "http://"+apiAddr+path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					defer resp.Body.Close()
+					if out != nil {
+						json.NewDecoder(resp.Body).Decode(out)
+					}
+					return resp.StatusCode
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s %s: the server did not answer", method, path)
+		return 0
+	}
+	if code := call("POST", "/v1/volumes", `{"name":"v","size":"8M"}`, nil); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	var g struct{ Export string }
+	if code := call("POST", "/v1/volumes/v/attachments", `{"node":"n","mode":"rw"}`, &g); code != 200 {
+		t.Fatalf("attach: %d", code)
+	}
+	c, err := nbd.Dial(ctx, "unix", filepath.Join(sockDir, "s"), nbd.ClientOptions{ExportName: g.Export})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0xc3}, 64<<10)
+	if err := c.Write(ctx, data, 1<<20, nbd.CmdFlagFUA); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if err := c.Read(ctx, got, 1<<20); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("runServer: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("runServer did not return after cancel")
+	}
+	c.Close()
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		img := filepath.Join(f.data, "volumes", "v.qcow2")
+		if out, err := exec.Command("qemu-img", "check", "-f", "qcow2", img).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img check: %v\n%s", err, out)
+		}
+		if out, err := exec.Command("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0xc3 1M 64k", img).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-io: %v\n%s", err, out)
+		}
+	}
+}
