@@ -208,7 +208,7 @@ func (a *API) attach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.WithFields(logrus.Fields{"volume": name, "node": req.Node, "mode": req.Mode,
-		"generation": g.Generation, "expires": g.Expires}).Info("volume attached")
+		"generation": g.Generation, "expires": g.Expires.Format(time.RFC3339)}).Info("volume attached")
 	reply(w, http.StatusOK, g)
 }
 
