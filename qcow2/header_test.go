@@ -242,3 +242,43 @@ func TestTruncatedHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairRejectsReferencesBeyondEOF: repairing a dirty image must not
+// trust L2 entries that point past the end of the file (a corrupt table could
+// otherwise make repair allocate counts for, and extend the file to, any
+// offset up to 2^56).
+func TestRepairRejectsReferencesBeyondEOF(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		entry uint64
+	}{
+		{"normal", entryCopied | 1<<40},
+		{"compressed", entryCompressed | 1<<40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := cleanImage(t)
+			img, err := Open(path, &OpenOptions{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l2 := img.l1[0] & offsetMask
+			img.Close()
+			// Guest cluster 48 (3 MiB) was written by cleanImage.
+			patchImage(t, path, int64(l2)+48*8, be64(tc.entry))
+			patchImage(t, path, offIncompatible, be64(incompatDirty))
+			st0, _ := os.Stat(path)
+			img, err = Open(path, nil)
+			if err == nil {
+				img.Close()
+			}
+			st1, _ := os.Stat(path)
+			var fe *FormatError
+			if !errors.As(err, &fe) {
+				t.Errorf("Open of a dirty image with an L2 entry %#x: %v, want a FormatError", tc.entry, err)
+			}
+			if st1.Size() != st0.Size() {
+				t.Errorf("repair changed the file size from %d to %d", st0.Size(), st1.Size())
+			}
+		})
+	}
+}

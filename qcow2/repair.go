@@ -11,7 +11,16 @@ import (
 func (img *Image) repair() error {
 	rc := img.rc
 	counts := make([]uint16, len(rc.counts))
+	// Nothing durable points past the end of the file; a corrupt table that
+	// does must not make us count (and extend the file to) such clusters.
+	// Compressed data may run a little past the end, hence only the start
+	// is checked (the L1 and refcount tables were bounded at Open; L2 tables
+	// and data span at most two clusters).
+	fileSize := uint64(img.fileSize.Load())
 	inc := func(off uint64, n int64) error {
+		if off >= fileSize {
+			return img.corrupt("L2 table", "reference to %#x beyond the end of the file (%d bytes)", off, fileSize)
+		}
 		for c := int64(off >> img.clusterBits); c <= int64((off+uint64(n)-1)>>img.clusterBits); c++ {
 			if c >= int64(len(counts)) {
 				counts = append(counts, make([]uint16, c+1-int64(len(counts)))...)
