@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -280,5 +281,26 @@ func TestRepairRejectsReferencesBeyondEOF(t *testing.T) {
 				t.Errorf("repair changed the file size from %d to %d", st0.Size(), st1.Size())
 			}
 		})
+	}
+}
+
+// TestRefcountTableEntryFarBeyondEOF: a refcount table entry for clusters far
+// past the end of the file must not make a writable Open allocate counts for
+// all of them (entry 8191 of a 64 KiB-cluster table covers 16 TiB).
+func TestRefcountTableEntryFarBeyondEOF(t *testing.T) {
+	path := cleanImage(t)
+	const cs = 64 << 10
+	// cleanImage's refcount table is cluster 1 and its first block cluster 2.
+	patchImage(t, path, cs+8191*8, be64(2*cs))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	img, err := Open(path, nil)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		img.Close()
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Fatalf("Open allocated %d MiB for a %d KiB image", grew>>20, 8<<10)
 	}
 }

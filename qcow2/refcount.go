@@ -64,14 +64,18 @@ func (r *refcounts) load(img *Image, tableOffset uint64, tableCls uint32, fileSi
 		if err := img.readMeta(block, int64(r.table[i])); err != nil {
 			return fmt.Errorf("reading refcount block %d: %w", i, err)
 		}
-		r.decodeBlock(int64(i), block)
+		r.decodeBlock(int64(i), block, (fileSize+cs-1)/cs)
 	}
 	return nil
 }
 
-func (r *refcounts) decodeBlock(b int64, block []byte) {
+// decodeBlock loads the counts of refcount block b. Counts of clusters at or
+// past limit (beyond the end of the file) are dropped: they can only be leaks,
+// and a corrupt table must not make us allocate a count for every cluster up
+// to wherever its last entry points.
+func (r *refcounts) decodeBlock(b int64, block []byte, limit int64) {
 	first := b * r.perBlock
-	for j := int64(0); j < r.perBlock; j++ {
+	for j := int64(0); j < r.perBlock && first+j < limit; j++ {
 		v := binary.BigEndian.Uint16(block[j*2:])
 		if v == 0 {
 			continue

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -26,7 +27,8 @@ import (
 // serverFlags are the storage daemon's settings; each has an environment twin.
 type serverFlags struct {
 	data, nbdListen, apiListen, tokenFile, maxSize, logLevel string
-	listExports                                              bool
+	tlsCert, tlsKey                                          string
+	listExports, tlsRequired                                 bool
 	leaseTTL                                                 time.Duration
 }
 
@@ -39,7 +41,11 @@ func newServerCommand() *cobra.Command {
 serves attached volumes over NBD and answers the control API v1 over HTTP.
 
 Every flag has an environment twin (shown in brackets); a flag given on the
-command line wins. TLS for NBD and the API is not supported yet: listen on
+command line wins.
+
+With --tls-cert and --tls-key the control API serves HTTPS only and the NBD
+server offers NBD_OPT_STARTTLS; --tls-required also makes it refuse clients
+that do not upgrade. Without a certificate both speak plain text: listen on
 loopback or a trusted network.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServer(cmd.Context(), f) },
@@ -52,6 +58,9 @@ loopback or a trusted network.`,
 	fl.BoolVar(&f.listExports, "list-exports", envBool("NETVOL_LIST_EXPORTS"), "answer NBD_OPT_LIST with the volume names [NETVOL_LIST_EXPORTS]")
 	fl.StringVar(&f.maxSize, "max-volume-size", envOr("NETVOL_MAX_VOLUME_SIZE", "1T"), "largest volume size accepted [NETVOL_MAX_VOLUME_SIZE]")
 	fl.DurationVar(&f.leaseTTL, "lease-ttl", envDuration("NETVOL_LEASE_TTL", daemon.DefaultLeaseTTL), "attachment lease duration [NETVOL_LEASE_TTL]")
+	fl.StringVar(&f.tlsCert, "tls-cert", os.Getenv("NETVOL_TLS_CERT"), "PEM certificate (chain) for HTTPS and NBD STARTTLS; needs --tls-key [NETVOL_TLS_CERT]")
+	fl.StringVar(&f.tlsKey, "tls-key", os.Getenv("NETVOL_TLS_KEY"), "PEM private key of --tls-cert [NETVOL_TLS_KEY]")
+	fl.BoolVar(&f.tlsRequired, "tls-required", envBool("NETVOL_TLS_REQUIRED"), "refuse NBD clients that do not upgrade with STARTTLS; needs --tls-cert [NETVOL_TLS_REQUIRED]")
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
 	return cmd
 }
@@ -80,6 +89,10 @@ func runServer(ctx context.Context, f serverFlags) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := loadTLS(f)
+	if err != nil {
+		return err
+	}
 	token, err := loadToken(f.tokenFile)
 	if err != nil {
 		return err
@@ -102,7 +115,12 @@ func runServer(ctx context.Context, f serverFlags) error {
 	nbdSrv := &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")}
 	apiSrv := &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api")),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	if tlsCfg != nil {
+		nbdSrv.TLSConfig, nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
+		apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos
+	}
 	log.WithFields(logrus.Fields{"data": f.data, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
+		"tls": tlsCfg != nil, "tls_required": f.tlsRequired,
 		"lease_ttl": f.leaseTTL, "max_volume_size": maxSize}).Info("netvol server started")
 	return serve(ctx, log, svc, nbdSrv, nbdL, apiSrv, apiL)
 }
@@ -117,7 +135,13 @@ func serve(ctx context.Context, log logrus.FieldLogger, svc *daemon.Service, nbd
 	defer stop()
 	failed := make(chan error, 2)
 	go func() { failed <- fmt.Errorf("nbd: %w", nbdSrv.Serve(nbdL)) }()
-	go func() { failed <- fmt.Errorf("api: %w", apiSrv.Serve(apiL)) }()
+	go func() {
+		if apiSrv.TLSConfig != nil {
+			failed <- fmt.Errorf("api: %w", apiSrv.ServeTLS(apiL, "", ""))
+			return
+		}
+		failed <- fmt.Errorf("api: %w", apiSrv.Serve(apiL))
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -161,6 +185,14 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if f.leaseTTL <= 0 {
 		return nil, 0, fmt.Errorf("--lease-ttl %s: must be positive", f.leaseTTL)
 	}
+	switch {
+	case f.tlsCert == "" && f.tlsKey != "":
+		return nil, 0, errors.New("--tls-key (NETVOL_TLS_KEY) needs --tls-cert (NETVOL_TLS_CERT)")
+	case f.tlsCert != "" && f.tlsKey == "":
+		return nil, 0, errors.New("--tls-cert (NETVOL_TLS_CERT) needs --tls-key (NETVOL_TLS_KEY)")
+	case f.tlsRequired && f.tlsCert == "":
+		return nil, 0, errors.New("--tls-required (NETVOL_TLS_REQUIRED) needs a certificate: give --tls-cert and --tls-key")
+	}
 	if err := os.MkdirAll(f.data, 0o700); err != nil {
 		return nil, 0, err
 	}
@@ -168,6 +200,20 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 		f.tokenFile = filepath.Join(f.data, "token")
 	}
 	return log, maxSize, nil
+}
+
+// loadTLS loads the certificate and key; nil without a certificate. The
+// same configuration serves HTTPS and NBD STARTTLS; TLS 1.2 is the least the
+// NBD protocol allows.
+func loadTLS(f serverFlags) (*tls.Config, error) {
+	if f.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // loadToken reads the API token, creating the file with a random token

@@ -42,10 +42,14 @@ func TestServerEnvTwins(t *testing.T) {
 	t.Setenv("NETVOL_LIST_EXPORTS", "true")
 	t.Setenv("NETVOL_MAX_VOLUME_SIZE", "2T")
 	t.Setenv("NETVOL_LEASE_TTL", "30s")
+	t.Setenv("NETVOL_TLS_CERT", "/etc/netvol/cert.pem")
+	t.Setenv("NETVOL_TLS_KEY", "/etc/netvol/key.pem")
+	t.Setenv("NETVOL_TLS_REQUIRED", "1")
 	fl := newServerCommand().Flags()
 	for name, want := range map[string]string{"data": "/srv/netvol", "nbd-listen": "unix:/run/nbd.sock",
 		"api-listen": "0.0.0.0:1", "token-file": "/etc/tok", "list-exports": "true",
-		"max-volume-size": "2T", "lease-ttl": "30s"} {
+		"max-volume-size": "2T", "lease-ttl": "30s", "tls-cert": "/etc/netvol/cert.pem",
+		"tls-key": "/etc/netvol/key.pem", "tls-required": "true"} {
 		if got := fl.Lookup(name).Value.String(); got != want {
 			t.Errorf("--%s = %q from the environment, want %q", name, got, want)
 		}
@@ -59,6 +63,10 @@ func TestServerFlagsRefused(t *testing.T) {
 		{data: dir, maxSize: "lots", leaseTTL: time.Second, logLevel: "info"}, // bad size
 		{data: dir, maxSize: "1T", leaseTTL: 0, logLevel: "info"},             // no lease
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "loud"},   // bad level
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsRequired: true},                      // required without a cert
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: filepath.Join(dir, "c")},      // cert without key
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsKey: filepath.Join(dir, "k")},       // key without cert
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: "/nonexistent", tlsKey: "/x"}, // unreadable
 	} {
 		if err := runServer(context.Background(), f); err == nil {
 			t.Errorf("%+v accepted", f)
