@@ -42,7 +42,7 @@
 //	  volumes/
 //	    <volume>    {v, type, options, server, export, created, status, status_at}
 //	  mounts/
-//	    <volume>    {v, mountpoint, device, method, export, generation, ids: {id: count}}
+//	    <volume>    {v, mountpoint, device, method, export, generation, subdir, ids: {id: count}}
 //
 // # Schema versions
 //

@@ -14,6 +14,7 @@ type Mount struct {
 	Method     string         // how the device was attached (kernel NBD, FUSE+loop...)
 	Export     string         // NBD export name or NFS source
 	Generation uint64         // attachment generation of the export
+	Subdir     string         // directory inside the mount handed to Docker ("" = its root)
 	IDs        map[string]int // Docker mount ID -> times mounted with it
 }
 
@@ -33,6 +34,7 @@ type mountRecord struct {
 	Method     string         `json:"method,omitempty"`
 	Export     string         `json:"export,omitempty"`
 	Generation uint64         `json:"generation,omitempty"`
+	Subdir     string         `json:"subdir,omitempty"`
 	IDs        map[string]int `json:"ids"`
 }
 
@@ -42,7 +44,7 @@ func newMountRecord(m Mount) mountRecord {
 		ids = map[string]int{}
 	}
 	return mountRecord{V: recordVersion, Mountpoint: m.Mountpoint, Device: m.Device,
-		Method: m.Method, Export: m.Export, Generation: m.Generation, IDs: ids}
+		Method: m.Method, Export: m.Export, Generation: m.Generation, Subdir: m.Subdir, IDs: ids}
 }
 
 func (rec mountRecord) mount(name string) Mount {
@@ -51,7 +53,7 @@ func (rec mountRecord) mount(name string) Mount {
 		ids = map[string]int{}
 	}
 	return Mount{Name: name, Mountpoint: rec.Mountpoint, Device: rec.Device, Method: rec.Method,
-		Export: rec.Export, Generation: rec.Generation, IDs: ids}
+		Export: rec.Export, Generation: rec.Generation, Subdir: rec.Subdir, IDs: ids}
 }
 
 func checkIDs(m Mount) error {
