@@ -59,11 +59,11 @@ func TestServerEnvTwins(t *testing.T) {
 func TestServerFlagsRefused(t *testing.T) {
 	dir := t.TempDir()
 	for _, f := range []serverFlags{
-		{maxSize: "1T", leaseTTL: time.Second, logLevel: "info"},              // no --data
-		{data: dir, maxSize: "lots", leaseTTL: time.Second, logLevel: "info"}, // bad size
-		{data: dir, maxSize: "1T", leaseTTL: 0, logLevel: "info"},             // no lease
-		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "loud"},   // bad level
-		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsRequired: true},                      // required without a cert
+		{maxSize: "1T", leaseTTL: time.Second, logLevel: "info"},                                                   // no --data
+		{data: dir, maxSize: "lots", leaseTTL: time.Second, logLevel: "info"},                                      // bad size
+		{data: dir, maxSize: "1T", leaseTTL: 0, logLevel: "info"},                                                  // no lease
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "loud"},                                        // bad level
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsRequired: true},                     // required without a cert
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: filepath.Join(dir, "c")},      // cert without key
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsKey: filepath.Join(dir, "k")},       // key without cert
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: "/nonexistent", tlsKey: "/x"}, // unreadable

@@ -3,46 +3,19 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
-	"math"
-	"strconv"
-	"strings"
 
+	"github.com/netvol/netvol/internal/units"
 	"github.com/netvol/netvol/state"
 )
 
-// sizeUnits are the accepted suffixes; all are binary (1G = 1GiB = 2^30).
-var sizeUnits = []struct {
-	suffix string
-	shift  uint
-}{
-	{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}, {"PiB", 50},
-	{"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}, {"P", 50},
-}
-
-// ParseSize parses a volume size: plain bytes ("1073741824") or decimal
-// digits followed by K, M, G, T or P, or KiB, MiB, GiB, TiB or PiB; every
-// unit is binary (1G and 1GiB are both 2^30 bytes). Signs, spaces,
-// fractions, other units, zero and sizes that overflow int64 are refused
-// with an error wrapping state.ErrInvalid.
+// ParseSize parses a volume size as units.ParseSize does; its errors also
+// wrap state.ErrInvalid, which the API answers as "invalid".
 func ParseSize(s string) (int64, error) {
-	digits, shift := s, uint(0)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(s, u.suffix) {
-			digits, shift = strings.TrimSuffix(s, u.suffix), u.shift
-			break
-		}
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w (%w)", err, state.ErrInvalid)
 	}
-	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
-		return 0, fmt.Errorf("size %q: want bytes or a number with K, M, G, T, P (or KiB...PiB): %w", s, state.ErrInvalid)
-	}
-	n, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil || n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("size %q is too large: %w", s, state.ErrInvalid)
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("size %q: must be more than zero: %w", s, state.ErrInvalid)
-	}
-	return n << shift, nil
+	return n, nil
 }
 
 // Size is a size in a JSON request: a string ParseSize accepts, or a
