@@ -64,3 +64,29 @@ func TestSystemTmpfs(t *testing.T) {
 		t.Fatalf("file of the tmpfs visible after unmount: %v", err)
 	}
 }
+
+func TestHostUnderAndUsage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mount(2) needs root")
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "vol")
+	os.Mkdir(dir, 0o700)
+	var s System
+	if err := s.Mount(Mount{Source: "netvol-test", Target: dir, Type: "tmpfs", Options: []string{"size=4m"}}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Unmount(dir)
+	var h Host
+	under, err := h.MountsUnder(root)
+	if err != nil || len(under) != 1 || under[0] != dir {
+		t.Fatalf("MountsUnder = %v, %v", under, err)
+	}
+	if ok, _ := h.Mounted(root); ok {
+		t.Fatal("the root reported mounted")
+	}
+	_, size, err := h.Usage(dir)
+	if err != nil || size != 4<<20 {
+		t.Fatalf("Usage size = %d, %v; want 4 MiB", size, err)
+	}
+}

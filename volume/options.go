@@ -1,0 +1,202 @@
+package volume
+
+import (
+	"fmt"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/netvol/netvol/internal/units"
+	"github.com/netvol/netvol/volume/backend"
+)
+
+// nameRe is the rule for volume names (Docker's own, bounded): it leaves no
+// room for a path escape ('/', "..", a leading '.').
+var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// CheckName refuses a volume name that is not a plain, bounded file name.
+func CheckName(name string) error {
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("volume name %q: want a letter or digit, then up to 127 letters, digits, '_', '.' or '-': %w",
+			name, backend.ErrInvalid)
+	}
+	return nil
+}
+
+// optionTypes says which volume types take each option; the allowlist.
+var optionTypes = map[string][]string{
+	"type":       {backend.TypeNFS, backend.TypeNBD},
+	"size":       {backend.TypeNBD},
+	"from":       {backend.TypeNBD},
+	"uid":        {backend.TypeNFS, backend.TypeNBD},
+	"gid":        {backend.TypeNFS, backend.TypeNBD},
+	"mode":       {backend.TypeNFS, backend.TypeNBD},
+	"fs":         {backend.TypeNBD},
+	"mkfs-opts":  {backend.TypeNBD},
+	"mount-opts": {backend.TypeNFS, backend.TypeNBD},
+	"on-remove":  {backend.TypeNFS},
+	"server":     {backend.TypeNFS},
+	"export":     {backend.TypeNFS},
+}
+
+// acceptedOptions lists the allowlist for error messages.
+func acceptedOptions() string {
+	var names []string
+	for k := range optionTypes {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// Parsed is a volume's type and its validated options.
+type Parsed struct {
+	Type    string
+	Options backend.Options
+}
+
+// optionParsers fill one field of backend.Options each.
+var optionParsers = map[string]func(v string, o *backend.Options) error{
+	"size":       parseSizeOpt,
+	"from":       func(v string, o *backend.Options) error { o.From = v; return CheckName(v) },
+	"uid":        func(v string, o *backend.Options) error { return parseID("uid", v, &o.UID) },
+	"gid":        func(v string, o *backend.Options) error { return parseID("gid", v, &o.GID) },
+	"mode":       parseMode,
+	"fs":         parseFS,
+	"mkfs-opts":  func(v string, o *backend.Options) error { o.MkfsOpts = strings.Fields(v); return nil },
+	"mount-opts": parseMountOpts,
+	"on-remove":  parseOnRemove,
+	"server":     parseServer,
+	"export":     parseExport,
+}
+
+// ParseOptions checks Docker's options against the allowlist and parses
+// them. defaultType and defaultSize apply when type or size is absent.
+func ParseOptions(raw map[string]string, defaultType string, defaultSize int64) (Parsed, error) {
+	p := Parsed{Type: defaultType, Options: backend.Options{UID: -1, GID: -1}}
+	if t, ok := raw["type"]; ok {
+		p.Type = t
+	}
+	if p.Type != backend.TypeNFS && p.Type != backend.TypeNBD {
+		return Parsed{}, fmt.Errorf("option type=%q: want nfs or nbd: %w", p.Type, backend.ErrInvalid)
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // the first bad option reported is always the same
+	for _, k := range keys {
+		if err := parseOption(p.Type, k, raw[k], &p.Options); err != nil {
+			return Parsed{}, err
+		}
+	}
+	if p.Type == backend.TypeNBD {
+		if p.Options.Size == 0 {
+			p.Options.Size = defaultSize
+		}
+		if p.Options.FS == "" {
+			p.Options.FS = "ext4"
+		}
+	}
+	return p, nil
+}
+
+func parseOption(typ, k, v string, o *backend.Options) error {
+	types, ok := optionTypes[k]
+	if !ok {
+		return fmt.Errorf("unknown option %q: the accepted options are %s: %w", k, acceptedOptions(), backend.ErrInvalid)
+	}
+	if !slices.Contains(types, typ) {
+		return fmt.Errorf("option %q does not apply to type=%s volumes (only to %s): %w",
+			k, typ, strings.Join(types, ", "), backend.ErrInvalid)
+	}
+	if parse := optionParsers[k]; parse != nil {
+		return parse(v, o)
+	}
+	return nil
+}
+
+func parseSizeOpt(v string, o *backend.Options) error {
+	n, err := units.ParseSize(v)
+	if err != nil {
+		return fmt.Errorf("option size: %w: %w", err, backend.ErrInvalid)
+	}
+	o.Size = n
+	return nil
+}
+
+// maxID is the largest uid or gid Linux has (2^32-2; -1 means "unset").
+const maxID = 1<<32 - 2
+
+func parseID(name, v string, dst *int) error {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n > maxID || strings.HasPrefix(v, "+") {
+		return fmt.Errorf("option %s=%q: want a number from 0 to %d: %w", name, v, uint64(maxID), backend.ErrInvalid)
+	}
+	*dst = int(n)
+	return nil
+}
+
+func parseMode(v string, o *backend.Options) error {
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 || v == "" || strings.HasPrefix(v, "+") {
+		return fmt.Errorf("option mode=%q: want octal permission bits from 0 to 0777 (such as 0755 or 770): %w", v, backend.ErrInvalid)
+	}
+	if n == 0 {
+		// Zero means "leave it" in backend.Options; keep the explicit request.
+		return fmt.Errorf("option mode=%q: a volume nobody can open is not useful: want 1 to 0777: %w", v, backend.ErrInvalid)
+	}
+	o.Mode = fs.FileMode(n)
+	return nil
+}
+
+func parseFS(v string, o *backend.Options) error {
+	if v != "ext4" {
+		return fmt.Errorf("option fs=%q: want ext4: %w", v, backend.ErrInvalid)
+	}
+	o.FS = v
+	return nil
+}
+
+func parseMountOpts(v string, o *backend.Options) error {
+	for _, opt := range strings.Split(v, ",") {
+		if opt == "" {
+			return fmt.Errorf("option mount-opts=%q: empty mount option: %w", v, backend.ErrInvalid)
+		}
+		o.MountOpts = append(o.MountOpts, opt)
+	}
+	return nil
+}
+
+func parseOnRemove(v string, o *backend.Options) error {
+	switch v {
+	case "delete", "retain", "archive":
+		o.OnRemove = v
+		return nil
+	}
+	return fmt.Errorf("option on-remove=%q: want delete, retain or archive: %w", v, backend.ErrInvalid)
+}
+
+// hostRe accepts DNS names and IPv4 addresses; IPv6 literals in brackets.
+var hostRe = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])$`)
+
+func parseServer(v string, o *backend.Options) error {
+	if len(v) > 253 || !hostRe.MatchString(v) {
+		return fmt.Errorf("option server=%q: want a host name or IP address: %w", v, backend.ErrInvalid)
+	}
+	o.Server = v
+	return nil
+}
+
+// exportRe: an absolute path of plain components; path.Clean leaves it alone.
+var exportRe = regexp.MustCompile(`^(/[a-zA-Z0-9_][a-zA-Z0-9_.-]*)+$`)
+
+func parseExport(v string, o *backend.Options) error {
+	if len(v) > 1024 || !exportRe.MatchString(v) || strings.Contains(v, "/..") {
+		return fmt.Errorf("option export=%q: want an absolute path such as /srv/nfs/vols, without '..': %w", v, backend.ErrInvalid)
+	}
+	o.Export = v
+	return nil
+}
