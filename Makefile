@@ -51,6 +51,8 @@ fuzz:
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzOption$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzClientHandshake$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/units -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./volume -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,64 @@
+package volume
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/netvol/netvol/volume/backend"
+)
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"a", "data", "my-vol_1.2", "A" + strings.Repeat("b", 127)} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "-a", "_a", "a/b", "a b", "a\x00", "A" + strings.Repeat("b", 128), "ü"} {
+		if err := CheckName(bad); err == nil {
+			t.Errorf("CheckName(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseOptionsNFS(t *testing.T) {
+	p, err := ParseOptions(map[string]string{"type": "nfs", "uid": "0", "gid": "100", "mode": "770",
+		"on-remove": "archive", "server": "nas.example.com", "export": "/srv/nfs/vols", "mount-opts": "noatime,vers=3"}, "nbd", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := p.Options
+	if p.Type != "nfs" || o.UID != 0 || o.GID != 100 || o.Mode != 0o770 || o.OnRemove != "archive" || o.Server != "nas.example.com" ||
+		o.Export != "/srv/nfs/vols" || strings.Join(o.MountOpts, "|") != "noatime|vers=3" || o.Size != 0 || o.FS != "" {
+		t.Fatalf("%+v", p)
+	}
+}
+
+// FuzzParseOptions: no input panics, and whatever is accepted is within
+// the documented bounds.
+func FuzzParseOptions(f *testing.F) {
+	f.Add("type", "nbd", "size", "1G")
+	f.Add("mode", "0755", "uid", "1000")
+	f.Add("export", "/srv/../x", "server", "a.b")
+	f.Add("from", "base", "mount-opts", "noatime")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		p, err := ParseOptions(map[string]string{k1: v1, k2: v2}, "nbd", 1<<30)
+		if err != nil {
+			return
+		}
+		o := p.Options
+		switch {
+		case p.Type != backend.TypeNBD && p.Type != backend.TypeNFS:
+			t.Fatalf("type %q", p.Type)
+		case o.Mode > 0o777, o.UID < -1, o.GID < -1:
+			t.Fatalf("out of bounds: %+v", o)
+		case o.From != "" && CheckName(o.From) != nil:
+			t.Fatalf("from %q", o.From)
+		case strings.Contains(o.Export, "/.."), o.Export != "" && !strings.HasPrefix(o.Export, "/"):
+			t.Fatalf("export %q", o.Export)
+		case strings.ContainsAny(o.Server, "/ ;$`"):
+			t.Fatalf("server %q", o.Server)
+		case p.Type == backend.TypeNBD && o.Size <= 0:
+			t.Fatalf("size %d", o.Size)
+		}
+	})
+}
