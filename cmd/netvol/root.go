@@ -24,6 +24,8 @@ One binary carries every role: the storage daemon, the plugin and the operator c
 	}
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newServerCommand())
+	root.AddCommand(newPluginCommand())
+	root.AddCommand(newRunCommand())
 	return root
 }
 

@@ -85,49 +85,72 @@ func envDuration(key string, def time.Duration) time.Duration {
 }
 
 func runServer(ctx context.Context, f serverFlags) error {
-	log, maxSize, err := checkServerFlags(&f)
+	d, err := startServer(f)
 	if err != nil {
 		return err
+	}
+	return d.serve(ctx)
+}
+
+// storageDaemon is a storage daemon whose listeners are open: clients can
+// connect before serve runs.
+type storageDaemon struct {
+	log    logrus.FieldLogger
+	svc    *daemon.Service
+	nbdSrv *nbd.Server
+	nbdL   net.Listener
+	apiSrv *http.Server
+	apiL   net.Listener
+	token  string
+}
+
+// startServer opens the registry and the listeners.
+func startServer(f serverFlags) (*storageDaemon, error) {
+	log, maxSize, err := checkServerFlags(&f)
+	if err != nil {
+		return nil, err
 	}
 	tlsCfg, err := loadTLS(f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	token, err := loadToken(f.tokenFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	svc, err := daemon.Open(daemon.Config{DataDir: f.data, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, Log: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nbdL, err := listenNBD(f.nbdListen)
 	if err != nil {
 		svc.Close()
-		return err
+		return nil, err
 	}
 	apiL, err := net.Listen("tcp", f.apiListen)
 	if err != nil {
 		nbdL.Close()
 		svc.Close()
-		return fmt.Errorf("api listen: %w", err)
+		return nil, fmt.Errorf("api listen: %w", err)
 	}
-	nbdSrv := &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")}
-	apiSrv := &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api")),
-		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	d := &storageDaemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token,
+		nbdSrv: &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")},
+		apiSrv: &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api"), daemon.WithNBDAddr(nbdL.Addr())),
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}}
 	if tlsCfg != nil {
-		nbdSrv.TLSConfig, nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
-		apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos
+		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
+		d.apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos
 	}
 	log.WithFields(logrus.Fields{"data": f.data, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
 		"tls": tlsCfg != nil, "tls_required": f.tlsRequired,
 		"lease_ttl": f.leaseTTL, "max_volume_size": maxSize}).Info("netvol server started")
-	return serve(ctx, log, svc, nbdSrv, nbdL, apiSrv, apiL)
+	return d, nil
 }
 
 // serve runs both servers until a signal or a listener failure, then shuts
 // down in order: NBD (requests in flight finish), API, images, registry.
-func serve(ctx context.Context, log logrus.FieldLogger, svc *daemon.Service, nbdSrv *nbd.Server, nbdL net.Listener, apiSrv *http.Server, apiL net.Listener) error {
+func (d *storageDaemon) serve(ctx context.Context) error {
+	log, svc, nbdSrv, nbdL, apiSrv, apiL := d.log, d.svc, d.nbdSrv, d.nbdL, d.apiSrv, d.apiL
 	if ctx == nil {
 		ctx = context.Background()
 	}

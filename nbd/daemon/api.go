@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -28,13 +29,35 @@ type API struct {
 	token   []byte
 	log     logrus.FieldLogger
 	timeout time.Duration
+	nbdAddr string // answered by GET /healthz
 	mux     *http.ServeMux
+}
+
+// APIOption sets an optional part of the API.
+type APIOption func(*API)
+
+// WithNBDAddr makes GET /healthz report the address the NBD server listens
+// on, so that plugins learn where to connect from the API address alone.
+func WithNBDAddr(addr net.Addr) APIOption {
+	return func(a *API) { a.nbdAddr = FormatAddr(addr) }
+}
+
+// FormatAddr writes a listener address the way --nbd-listen takes it:
+// host:port, or unix:/path for a unix socket.
+func FormatAddr(addr net.Addr) string {
+	if addr.Network() == "unix" {
+		return "unix:" + addr.String()
+	}
+	return addr.String()
 }
 
 // NewAPI returns the control API handler. Every call but GET /healthz needs
 // "Authorization: Bearer <token>". log receives one entry per failed call.
-func NewAPI(svc *Service, token string, log logrus.FieldLogger) *API {
+func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOption) *API {
 	a := &API{svc: svc, token: []byte(token), log: log, timeout: DefaultTimeout, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(a)
+	}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /metrics", a.metrics)
 	a.mux.HandleFunc("POST /v1/volumes", a.create)
@@ -113,8 +136,14 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
+// Health is the answer of GET /healthz.
+type Health struct {
+	Status string `json:"status"`        // "ok"
+	NBD    string `json:"nbd,omitempty"` // NBD address: host:port or unix:/path
+}
+
 func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
-	reply(w, http.StatusOK, map[string]string{"status": "ok"})
+	reply(w, http.StatusOK, Health{Status: "ok", NBD: a.nbdAddr})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {

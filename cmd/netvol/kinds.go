@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/netvol/netvol/internal/mount"
+	"github.com/netvol/netvol/nbd/apiclient"
+	"github.com/netvol/netvol/nbd/blockvol"
+	"github.com/netvol/netvol/nfs"
+	"github.com/netvol/netvol/volume"
+	"github.com/netvol/netvol/volume/backend"
+)
+
+// newKinds builds the backends the flags configure. The returned func
+// stops what they run in the background (lease renewal).
+func newKinds(_ context.Context, f pluginFlags, log logrus.FieldLogger) (map[string]volume.Kind, func(), error) {
+	kinds := map[string]volume.Kind{}
+	closers := []func(){}
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	if f.nfs != "" {
+		server, export, ok := strings.Cut(f.nfs, ":")
+		if !ok || server == "" || !strings.HasPrefix(export, "/") {
+			return nil, nil, fmt.Errorf("--nfs %q: want host:/export", f.nfs)
+		}
+		b, err := nfs.New(nfs.Config{Server: server, Export: export, Version: f.nfsVersion,
+			Port: f.nfsPort, MountPort: f.nfsMountPort, Mounter: mount.System{}})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--nfs: %w", err)
+		}
+		kinds[backend.TypeNFS] = volume.Kind{Backend: b, CheckMountOpts: nfs.CheckMountOptions}
+	}
+	if f.server != "" {
+		api, err := apiclient.New(f.server, f.token, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--server: %w", err)
+		}
+		b, err := blockvol.New(blockvol.Config{API: api, Node: f.node, NBDAddr: f.nbdAddr,
+			Attacher: blockvol.KernelAttacher{}, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
+			Log: log.WithField("component", "nbd")})
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, b.Close)
+		kinds[backend.TypeNBD] = volume.Kind{Backend: b, CheckMountOpts: blockvol.CheckMountOptions, CheckMkfsOpts: blockvol.CheckMkfsOptions}
+	}
+	return kinds, closeAll, nil
+}
+
+func mountHost() volume.Host { return mount.Host{} }

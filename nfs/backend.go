@@ -1,0 +1,245 @@
+package nfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/willscott/go-nfs-client/nfs"
+	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/netvol/netvol/volume/backend"
+)
+
+// Backend is the nfs volume backend. It is safe for concurrent use: it
+// holds only its configuration, and each operation has connections of its
+// own.
+type Backend struct {
+	cfg      Config
+	def      target
+	auth     rpc.Auth
+	reserved bool // bind reserved source ports (running as root)
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Remove policies (Options.OnRemove).
+const (
+	OnRemoveDelete  = "delete"
+	OnRemoveRetain  = "retain"
+	OnRemoveArchive = "archive"
+)
+
+// defaultMode is a new volume's mode when Options.Mode is 0.
+const defaultMode = 0o755
+
+// do runs f on a session to t and names the volume and the export in its
+// error.
+func (b *Backend) do(ctx context.Context, what string, t target, f func(*session) error) error {
+	s, err := b.open(ctx, t)
+	if err == nil {
+		err = f(s)
+		s.close()
+	}
+	if err != nil {
+		return fmt.Errorf("nfs: %s on %s: %w", what, t, err)
+	}
+	return nil
+}
+
+// Create makes the volume's directory with Options.Mode (0755 when 0) and,
+// when Options.UID or GID is not -1, gives it that owner.
+func (b *Backend) Create(ctx context.Context, name string, o backend.Options) error {
+	t, err := b.targetFor(name, o)
+	if err != nil {
+		return fmt.Errorf("nfs: %w", err)
+	}
+	mode, attr, err := newDirAttrs(o)
+	if err != nil {
+		return fmt.Errorf("nfs: volume %q: %w", name, err)
+	}
+	return b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
+		return s.create(ctx, name, mode, attr)
+	})
+}
+
+// newDirAttrs returns the mode for MKDIR and what SETATTR sets after it:
+// the owner, and the mode again when it has setuid, setgid or sticky bits,
+// which servers may drop from MKDIR.
+func newDirAttrs(o backend.Options) (uint32, nfs.Sattr3, error) {
+	var attr nfs.Sattr3
+	var errUID, errGID error
+	attr.UID, errUID = ownerAttr("uid", o.UID)
+	attr.GID, errGID = ownerAttr("gid", o.GID)
+	if err := errors.Join(errUID, errGID); err != nil {
+		return 0, attr, err
+	}
+	mode := unixMode(o.Mode)
+	if mode == 0 {
+		mode = defaultMode
+	}
+	if mode&0o7000 != 0 {
+		attr.Mode = nfs.SetMode{SetIt: true, Mode: mode}
+	}
+	return mode, attr, nil
+}
+
+// ownerAttr is the SETATTR field for a uid or gid; -1 leaves it.
+func ownerAttr(field string, id int) (nfs.SetUID, error) {
+	if id < -1 || id > maxID {
+		return nfs.SetUID{}, invalidf("%s %d: want 0 to %d, or -1 to leave it", field, id, maxID)
+	}
+	return nfs.SetUID{SetIt: id >= 0, UID: uint32(id)}, nil
+}
+
+// unixMode converts Go's mode bits to the protocol's.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
+func (s *session) create(ctx context.Context, name string, mode uint32, attr nfs.Sattr3) error {
+	fh, err := s.nfs.mkdir(ctx, s.root, name, mode)
+	if errors.Is(err, fs.ErrExist) {
+		return backend.ErrExists
+	}
+	if err != nil {
+		return fmt.Errorf("MKDIR %s: %w", s.t.source(name), err)
+	}
+	if !attr.UID.SetIt && !attr.GID.SetIt && !attr.Mode.SetIt {
+		return nil
+	}
+	if err := s.nfs.setattr(ctx, fh, attr); err != nil {
+		// Without its owner the volume is not what was asked for: take
+		// the new, empty directory away again.
+		if rmErr := s.nfs.rmdir(ctx, s.root, name); rmErr != nil {
+			err = fmt.Errorf("%w (and removing the new directory failed: %v)", err, rmErr)
+		}
+		return setattrError(err, attr)
+	}
+	return nil
+}
+
+// setattrError explains a refused SETATTR: most often the export squashes
+// root, and the anonymous user may not give a directory away.
+func setattrError(err error, a nfs.Sattr3) error {
+	owner := fmt.Sprintf("uid %s, gid %s", idString(a.UID), idString(a.GID))
+	var nfsErr *nfs.Error
+	if errors.Is(err, fs.ErrPermission) || errors.As(err, &nfsErr) && nfsErr.ErrorNum == nfs.NFS3ErrAcces {
+		return fmt.Errorf("the server refused to set %s on the new directory (%w): the export squashes root "+
+			"(root_squash), or the backend's credentials are not root's; export with no_root_squash, or leave uid and gid unset",
+			owner, err)
+	}
+	return fmt.Errorf("setting %s on the new directory: %w", owner, err)
+}
+
+func idString(id nfs.SetUID) string {
+	if !id.SetIt {
+		return "unchanged"
+	}
+	return strconv.FormatUint(uint64(id.UID), 10)
+}
+
+// Remove deletes the volume's directory and everything in it, keeps it
+// (OnRemove "retain") or moves it into the export's archive directory
+// (OnRemove "archive").
+func (b *Backend) Remove(ctx context.Context, name string, o backend.Options) error {
+	t, err := b.targetFor(name, o)
+	if err != nil {
+		return fmt.Errorf("nfs: %w", err)
+	}
+	policy := o.OnRemove
+	if policy == "" {
+		policy = OnRemoveDelete
+	}
+	if policy != OnRemoveDelete && policy != OnRemoveRetain && policy != OnRemoveArchive {
+		return fmt.Errorf("nfs: volume %q: %w", name, invalidf("on-remove %q: want delete, retain or archive", policy))
+	}
+	return b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
+		fh, _, err := s.volume(ctx, name)
+		switch {
+		case err != nil || policy == OnRemoveRetain:
+			return err
+		case policy == OnRemoveArchive:
+			return s.archive(ctx, name, b.cfg.Now())
+		}
+		return s.delete(ctx, name, fh)
+	})
+}
+
+// Get reports the volume's directory.
+func (b *Backend) Get(ctx context.Context, name string, o backend.Options) (backend.Volume, error) {
+	t, err := b.targetFor(name, o)
+	if err != nil {
+		return backend.Volume{}, fmt.Errorf("nfs: %w", err)
+	}
+	var v backend.Volume
+	err = b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
+		_, attr, err := s.volume(ctx, name)
+		v = volumeOf(t, name, attr)
+		return err
+	})
+	if err != nil {
+		return backend.Volume{}, err
+	}
+	return v, nil
+}
+
+// List reports the directories of the default export whose names are
+// volume names; hidden entries such as the archive never are.
+func (b *Backend) List(ctx context.Context) ([]backend.Volume, error) {
+	var vols []backend.Volume
+	err := b.do(ctx, "listing volumes", b.def, func(s *session) error {
+		entries, err := s.nfs.readdirplus(ctx, s.root)
+		if err != nil {
+			return fmt.Errorf("READDIRPLUS: %w", err)
+		}
+		for _, e := range entries {
+			if !nameRe.MatchString(e.FileName) {
+				continue
+			}
+			attr := e.Attr.Attr
+			if !e.Attr.IsSet {
+				if _, attr, err = s.nfs.lookup(ctx, s.root, e.FileName); err != nil {
+					return fmt.Errorf("LOOKUP %s: %w", e.FileName, err)
+				}
+			}
+			if attr.Type == nfs.NF3Dir {
+				vols = append(vols, volumeOf(s.t, e.FileName, attr))
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(vols, func(a, b backend.Volume) int { return strings.Compare(a.Name, b.Name) })
+	return vols, err
+}
+
+// volumeOf describes a volume directory. NFSv3 keeps no creation time; the
+// directory's mtime stands in for it.
+func volumeOf(t target, name string, a nfs.Fattr) backend.Volume {
+	return backend.Volume{
+		Name:      name,
+		CreatedAt: a.ModTime(),
+		Status: map[string]string{
+			"type":   backend.TypeNFS,
+			"server": t.server,
+			"export": t.source(name),
+			"mode":   fmt.Sprintf("%04o", a.FileMode&0o7777),
+			"uid":    strconv.FormatUint(uint64(a.UID), 10),
+			"gid":    strconv.FormatUint(uint64(a.GID), 10),
+		},
+	}
+}

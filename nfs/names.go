@@ -1,0 +1,85 @@
+package nfs
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/netvol/netvol/volume/backend"
+)
+
+// nameRe is the volume name rule the driver applies too. It excludes '/',
+// "." and "..", and any name starting with '.', so the backend's own
+// hidden entries (archiveDir) can never be taken for volumes.
+var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// checkName re-checks a volume name before anything touches the server:
+// the driver validates names, but a name is all that stands between a
+// request and the export's parent directories.
+func checkName(name string) error {
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("volume name %q: want a letter or digit, then up to 127 letters, digits, '_', '.' or '-': %w",
+			name, backend.ErrInvalid)
+	}
+	return nil
+}
+
+// target is where a volume lives: a server, an export on it, and the ports
+// to reach it there (0: ask the portmapper).
+type target struct {
+	server          string
+	export          string
+	port, mountPort int
+}
+
+// String names the export as server:/path, as in error messages.
+func (t target) String() string { return hostPort(t.server) + ":" + t.export }
+
+// source is the volume's directory as mount(8) would take it.
+func (t target) source(name string) string {
+	if t.export == "/" {
+		return t.String() + name
+	}
+	return t.String() + "/" + name
+}
+
+// hostPort brackets an IPv6 address, as mount sources and dial addresses
+// need.
+func hostPort(host string) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]"
+	}
+	return host
+}
+
+// targetFor checks name and the volume's server and export overrides. An
+// override of the server drops the configured ports, which belong to the
+// default server.
+func (b *Backend) targetFor(name string, o backend.Options) (target, error) {
+	if err := checkName(name); err != nil {
+		return target{}, err
+	}
+	t := b.def
+	if o.Server != "" {
+		if err := checkServer("server", o.Server); err != nil {
+			return target{}, err
+		}
+		if s := trimBrackets(o.Server); s != t.server {
+			t = target{server: s, export: t.export}
+		}
+	}
+	if o.Export != "" {
+		if err := checkExport("export", o.Export); err != nil {
+			return target{}, err
+		}
+		t.export = o.Export
+	}
+	return t, nil
+}
+
+func trimBrackets(s string) string {
+	if len(s) > 1 && s[0] == '[' && s[len(s)-1] == ']' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
