@@ -117,7 +117,11 @@ func (d *Driver) call(op, name string, fn func(ctx context.Context) error) error
 	case <-ctx.Done():
 		err = fmt.Errorf("no answer within %s: %w", d.cfg.Timeout, ctx.Err())
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, backend.ErrNotFound) && op == "get":
+		// Docker asks before every create: not news.
+		d.cfg.Log.WithFields(logrus.Fields{"volume": name, "call": op}).Debug("no such volume")
+	case err != nil:
 		d.cfg.Log.WithError(err).WithFields(logrus.Fields{"volume": name, "call": op}).Warn("volume call failed")
 	}
 	return dockerError(op, name, err)

@@ -2,23 +2,93 @@
 
 package node
 
-// The netvol storage daemon fixture goes here once `netvol server` exists
-// (DESIGN.md, "Processes"). It is not faked in the meantime: suites that need
-// a storage node wait for the real one.
-//
-// Planned shape, built on the same pieces as the other host fixtures:
-//
-//	type NetvolServer struct {
-//		NBDPort, APIPort int    // on the host's loopback; nodes dial HostAddr
-//		DataDir          string // qcow2 images and the BoltDB registry
-//		Token            string // bearer token for the control API
-//		*Daemon
-//	}
-//
-//	func StartNetvolServer(t testing.TB) *NetvolServer
-//
-// It would take NetvolBinary(t), pick ports with FreePort, start
-// `netvol server` with StartDaemon (stopped by t.Cleanup; Daemon.Kill for a
-// storage-node crash), and wait on GET /healthz rather than on the port.
-// Nodes run the plugin from the same binary: NetvolBinary's path is valid
-// inside a node.
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// NetvolServer is `netvol server` running on the host: the storage node of
+// the suites. Nodes reach it at HostAddr with the same ports.
+type NetvolServer struct {
+	NBDPort, APIPort int
+	DataDir          string // qcow2 images and the BoltDB registry
+	Token            string // bearer token of the control API
+	TokenFile        string
+	*Daemon
+	args []string
+}
+
+// StartNetvolServer starts the freshly built netvol as a storage daemon on
+// loopback with its own ports and data directory, and waits for /healthz.
+// extra flags are appended (e.g. "--lease-ttl", "5s").
+func StartNetvolServer(t testing.TB, extra ...string) *NetvolServer {
+	t.Helper()
+	dir := t.TempDir()
+	s := &NetvolServer{NBDPort: FreePort(t), APIPort: FreePort(t), DataDir: filepath.Join(dir, "data"),
+		TokenFile: filepath.Join(dir, "token")}
+	s.args = append([]string{NetvolBinary(t), "server", "--data", s.DataDir, "--token-file", s.TokenFile,
+		"--nbd-listen", fmt.Sprintf("127.0.0.1:%d", s.NBDPort), "--api-listen", fmt.Sprintf("127.0.0.1:%d", s.APIPort)}, extra...)
+	s.start(t, filepath.Join(dir, "server.log"))
+	tok, err := os.ReadFile(s.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Token = strings.TrimSpace(string(tok))
+	return s
+}
+
+func (s *NetvolServer) start(t testing.TB, log string) {
+	t.Helper()
+	s.Daemon = StartDaemon(t, log, s.args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		if st, err := s.health(ctx); err == nil && st == "ok" {
+			return
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("netvol server exited\n%s", s.LogTail(30))
+		case <-ctx.Done():
+			t.Fatalf("netvol server not healthy within a minute\n%s", s.LogTail(30))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Restart starts the server again with the same data, ports and token
+// (after Stop or Kill).
+func (s *NetvolServer) Restart(t testing.TB) { s.start(t, s.LogPath) }
+
+func (s *NetvolServer) health(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL("")+"/healthz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var h struct{ Status string }
+	err = json.NewDecoder(resp.Body).Decode(&h)
+	return h.Status, err
+}
+
+// URL is the control API's address for a client at host ("" = the host
+// itself; HostAddr inside a node).
+func (s *NetvolServer) URL(host string) string {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("http://%s:%d", host, s.APIPort)
+}
+
+// PluginArgs are the flags of `netvol plugin` in a node against this server.
+func (s *NetvolServer) PluginArgs() string {
+	return fmt.Sprintf("--server %s --token %s", s.URL(HostAddr), s.Token)
+}

@@ -1,0 +1,102 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/netvol/netvol/e2e/node"
+)
+
+// TestPluginAcrossNodes is the product's promise: a volume written by a
+// container on one host is read by a container on another, for both
+// types, through dockerd and the kernel's NBD and NFS clients.
+func TestPluginAcrossNodes(t *testing.T) {
+	t.Parallel()
+	node.RequireTools(t, "mkfs.ext4")
+	srv := node.StartNetvolServer(t)
+	nfs := node.StartNFSServer(t)
+	bin := node.NetvolBinary(t)
+	nodes := node.StartAll(t, node.Options{Name: "p1", MemoryMiB: 1536}, node.Options{Name: "p2", MemoryMiB: 1536})
+	n1, n2 := nodes[0], nodes[1]
+	args := []string{srv.PluginArgs(), "--nfs", node.HostAddr + ":" + nfs.NoSquash,
+		"--nfs-port", fmt.Sprint(nfs.Port), "--nfs-mount-port", fmt.Sprint(nfs.MountPort)}
+	done := make(chan struct{})
+	go func() { defer close(done); n2.StartDocker(t); n2.StartPlugin(t, bin, args...) }()
+	n1.StartDocker(t)
+	n1.StartPlugin(t, bin, args...)
+	<-done
+	defer func() {
+		if t.Failed() {
+			t.Logf("p1 plugin log:\n%s\np2 plugin log:\n%s", n1.PluginLogTail(t), n2.PluginLogTail(t))
+		}
+	}()
+
+	n1.MustRun(t, "docker volume create -d netvol -o type=nbd -o size=64M blk && docker volume create -d netvol -o type=nfs web")
+	n1.MustRun(t, dockerRun("blk", "echo block-data > /v/f && sync")+" && "+dockerRun("web", "echo nfs-data > /v/f"))
+
+	t.Run("SecondHostReads", func(t *testing.T) {
+		if got := n2.MustRun(t, dockerRun("blk", "cat /v/f")+" && "+dockerRun("web", "cat /v/f")); got != "block-data\nnfs-data\n" {
+			t.Fatalf("p2 read %q", got)
+		}
+	})
+	t.Run("TwoContainersShareOneMount", func(t *testing.T) {
+		// docker exec fails in nodes (runc cannot close its fds under the
+		// 9p root), so the containers do their part on their own.
+		n1.MustRun(t, `docker run -d --name c1 --network none -v blk:/v `+node.BusyboxImage+` sh -c 'echo from-c1 > /v/g; sleep 600' >/dev/null &&
+			docker run -d --name c2 --network none -v blk:/v `+node.BusyboxImage+` sh -c 'until [ -s /v/g ]; do sleep 0.1; done; cat /v/g > /v/c2-saw; sleep 600' >/dev/null`)
+		if got := n1.MustRun(t, "grep -c ' /var/lib/netvol/mounts/blk ' /proc/mounts"); got != "1\n" {
+			t.Fatalf("blk mounted %q times on p1", got)
+		}
+		if got := n1.MustRun(t, "i=0; until [ -s /var/lib/netvol/mounts/blk/data/c2-saw ] || [ $i -gt 100 ]; do i=$((i+1)); sleep 0.2; done; cat /var/lib/netvol/mounts/blk/data/c2-saw"); got != "from-c1\n" {
+			t.Fatalf("c2 saw %q", got)
+		}
+		out := n1.MustFail(t, "docker volume rm blk")
+		if !strings.Contains(out.Stderr+out.Stdout, "in use") {
+			t.Fatalf("rm while mounted: %+v", out)
+		}
+		// p2 may not write it while p1 does.
+		out = n2.MustFail(t, dockerRun("blk", "true"))
+		if !strings.Contains(out.Stderr, "p1") {
+			t.Fatalf("p2's mount while p1 holds it: %+v", out)
+		}
+	})
+	t.Run("PluginRestartWithMountsLive", func(t *testing.T) {
+		n1.StopPlugin(t, bin, true) // a crash
+		n1.StartPlugin(t, bin, args...)
+		n1.MustRun(t, dockerRun("blk", "echo after-restart > /v/h && sync"))
+		n1.MustRun(t, "docker rm -f c1 >/dev/null")
+		if got := n1.MustRun(t, "grep -c ' /var/lib/netvol/mounts/blk ' /proc/mounts"); got != "1\n" {
+			t.Fatalf("blk mounted %q times after the restart", got)
+		}
+		n1.MustRun(t, "docker rm -f c2 >/dev/null")
+		if got := n1.MustRun(t, "grep -c ' /var/lib/netvol/mounts/blk ' /proc/mounts || true"); got != "0\n" {
+			t.Fatalf("blk still mounted after the last container: %q", got)
+		}
+		if got := n1.MustRun(t, "for d in /sys/block/nbd*; do [ -e $d/pid ] && echo $d; done; true"); got != "" {
+			t.Fatalf("NBD devices still connected: %q", got)
+		}
+		if got := n2.MustRun(t, dockerRun("blk", "cat /v/h")); got != "after-restart\n" {
+			t.Fatalf("p2 read %q", got)
+		}
+	})
+	t.Run("CloneHoldsData", func(t *testing.T) {
+		n2.MustRun(t, "docker volume create -d netvol -o from=blk copy")
+		if got := n1.MustRun(t, dockerRun("copy", "cat /v/f")); got != "block-data\n" {
+			t.Fatalf("clone read %q", got)
+		}
+	})
+	t.Run("Remove", func(t *testing.T) {
+		n1.MustRun(t, "docker volume rm copy && docker volume rm blk web")
+		if got := n2.MustRun(t, "docker volume ls -q"); strings.TrimSpace(got) != "" {
+			t.Fatalf("p2 still lists %q", got)
+		}
+	})
+}
+
+// dockerRun is a docker run of busybox with volume vol at /v.
+func dockerRun(vol, script string) string {
+	return fmt.Sprintf("docker run --rm --network none -v %s:/v %s sh -c '%s'", vol, node.BusyboxImage, script)
+}
