@@ -7,12 +7,18 @@ BIN         ?= bin/netvol
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $$($(GO) env GOPATH)/bin/staticcheck)
 PKGS        := ./...
 
-.PHONY: all build test check vet staticcheck fmt-check unit e2e bench fuzz clean
+.PHONY: all build plugin test check vet staticcheck fmt-check unit e2e bench fuzz clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/netvol
+
+# The managed plugin's directory (config.json + rootfs/), made without a
+# registry: docker plugin create netvol:dev build/plugin
+PLUGIN_DIR ?= build/plugin
+plugin:
+	bash scripts/mkplugin.sh $(PLUGIN_DIR)
 
 test: check unit e2e
 
@@ -35,7 +41,7 @@ unit:
 
 # End-to-end suites: node VMs with a real kernel, dockerd, nfs-ganesha, qemu
 # tools. Needs root and the packages .ci/run installs.
-e2e: build
+e2e: build plugin
 	$(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/...
 
 # Benchmarks: netvol beside its reference (qemu-img bench / qemu-nbd).
@@ -55,4 +61,4 @@ fuzz:
 	$(GO) test ./volume -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME)
 
 clean:
-	rm -rf bin
+	rm -rf bin build

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +95,77 @@ func TestPluginThroughHostDocker(t *testing.T) {
 	if ls := run("volume", "ls", "-q"); strings.TrimSpace(ls) != "" {
 		t.Fatalf("volumes left after rm:\n%s", ls)
 	}
+
+	t.Run("ThousandVolumes", func(t *testing.T) { testThousandVolumes(t, srv, nfs, docker) })
+	t.Run("StorageDaemonDown", func(t *testing.T) { testStorageDaemonDown(t, srv, docker) })
+}
+
+// testThousandVolumes measures `docker volume ls` with 1,000 volumes of
+// each type (made behind the plugin's back, as other hosts would).
+func testThousandVolumes(t *testing.T, srv *node.NetvolServer, nfs *node.NFSServer, docker *node.HostDocker) {
+	const n = 1000
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		if err := os.Mkdir(filepath.Join(nfs.NoSquash, fmt.Sprintf("dir%04d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			apiCreate(t, srv, fmt.Sprintf("blk%04d", i), "1M")
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var times []time.Duration
+	for range 5 {
+		start := time.Now()
+		out, err := docker.Docker(ctx, "volume", "ls", "-q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, time.Since(start))
+		if got := strings.Count(out, "\n"); got != 2*n {
+			t.Fatalf("volume ls listed %d volumes, want %d", got, 2*n)
+		}
+	}
+	t.Logf("docker volume ls with %d volumes: first %s, median of the next four %s (all %v)",
+		2*n, times[0].Round(time.Millisecond), median(times[1:]).Round(time.Millisecond), times)
+}
+
+// testStorageDaemonDown: with the storage daemon stopped, ls answers from
+// the cache, inspect says the backend is unreachable, and a create fails
+// naming the server; after a restart all is well again.
+func testStorageDaemonDown(t *testing.T, srv *node.NetvolServer, docker *node.HostDocker) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv.Stop()
+	start := time.Now()
+	out, err := docker.Docker(ctx, "volume", "ls", "-q")
+	if err != nil || !strings.Contains(out, "blk0999") {
+		t.Fatalf("volume ls with the daemon down: %v\n%.300s", err, out)
+	}
+	t.Logf("docker volume ls with the storage daemon down: %s", time.Since(start).Round(time.Millisecond))
+	out, err = docker.Docker(ctx, "volume", "inspect", "blk0001")
+	if err != nil || !strings.Contains(out, "unreachable") {
+		t.Fatalf("inspect with the daemon down: %v\n%s", err, out)
+	}
+	out, err = docker.Docker(ctx, "volume", "create", "-d", "netvol", "-o", "type=nbd", "newvol")
+	if err == nil || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", srv.APIPort)) || !strings.Contains(out, "unavailable") {
+		t.Fatalf("create with the daemon down: %v\n%s", err, out)
+	}
+	srv.Restart(t)
+	if out, err := docker.Docker(ctx, "volume", "inspect", "blk0001"); err != nil || strings.Contains(out, "unreachable") {
+		t.Fatalf("inspect after the restart: %v\n%s", err, out)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // apiCreate makes a volume with the control API, as another host would.

@@ -65,8 +65,10 @@ loopback or a trusted network.`,
 	return cmd
 }
 
+// envOr returns the environment's value of key, or def when it is unset or
+// empty (a managed plugin's settable variables are never unset).
 func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
+	if v := os.Getenv(key); v != "" {
 		return v
 	}
 	return def

@@ -104,7 +104,17 @@ func ensureRPCBind(t testing.TB, dir string) {
 	// -f: stay in the foreground so the fixture owns the process; -w: warm
 	// start, as in TESTING.md.
 	d := StartDaemon(t, filepath.Join(dir, "rpcbind.log"), "rpcbind", "-f", "-w")
-	waitReady(t, d, 111)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.WaitTCP(ctx, "127.0.0.1:111"); err != nil {
+		// Suites run in parallel: another one may have started rpcbind
+		// between the check above and ours, and ours then exits.
+		if conn, derr := net.DialTimeout("tcp", "127.0.0.1:111", time.Second); derr == nil {
+			conn.Close()
+			return
+		}
+		t.Fatal(err)
+	}
 }
 
 // mountTmpfs mounts a tmpfs at dir, unmounted when the test ends.

@@ -102,3 +102,29 @@ func shadowedInGuest(path string) (string, bool) {
 	}
 	return "", false
 }
+
+// PluginDir returns the managed-plugin directory that `make plugin` left in
+// <repo>/build/plugin (config.json and rootfs/), as a path nodes see.
+func PluginDir(t testing.TB) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "build", "plugin")
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		t.Fatalf("plugin directory %s missing: run `make plugin` first (`make e2e` does)", dir)
+	}
+	if _, hidden := shadowedInGuest(dir); !hidden {
+		return dir
+	}
+	cp, err := os.MkdirTemp("/opt", "netvol-plugin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cp) })
+	if out, err := command("cp", "-a", dir+"/.", cp).CombinedOutput(); err != nil {
+		t.Fatalf("copying the plugin directory: %v: %s", err, out)
+	}
+	return cp
+}
