@@ -278,6 +278,8 @@ func bufferedLen(q request) int {
 func (c *serverConn) handle(q request, payload []byte) {
 	defer c.inflight.Done()
 	defer func() { c.budget.release(bufferedLen(q)); <-c.slots }()
+	c.srv.stats.inflight.Add(1)
+	defer c.srv.stats.inflight.Add(-1)
 	start := time.Now()
 	var data []byte
 	var err error

@@ -36,13 +36,15 @@ type CmdStats struct {
 // ran (past the end, read-only) count as errors with zero latency.
 type Stats struct {
 	Connections int64 // connections in the transmission phase now
+	InFlight    int64 // requests being served now
 	Commands    map[Cmd]CmdStats
 }
 
 // stats holds the live counters, updated atomically.
 type stats struct {
-	conns atomic.Int64
-	cmds  [CmdWriteZeroes + 1]cmdCounters
+	conns    atomic.Int64
+	inflight atomic.Int64
+	cmds     [CmdWriteZeroes + 1]cmdCounters
 }
 
 type cmdCounters struct {
@@ -72,7 +74,7 @@ func (s *stats) record(cmd Cmd, length uint32, errno Errno, d time.Duration) {
 }
 
 func (s *stats) snapshot() Stats {
-	out := Stats{Connections: s.conns.Load(), Commands: make(map[Cmd]CmdStats)}
+	out := Stats{Connections: s.conns.Load(), InFlight: s.inflight.Load(), Commands: make(map[Cmd]CmdStats)}
 	for i := range s.cmds {
 		c := &s.cmds[i]
 		cs := CmdStats{

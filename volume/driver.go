@@ -48,6 +48,9 @@ type Config struct {
 	Timeout     time.Duration      // per call; DefaultTimeout when 0
 	Log         logrus.FieldLogger // nil: discard
 	Now         func() time.Time   // nil: time.Now
+	// Observe, when set, is told of every call: its method, duration and
+	// error (metrics).
+	Observe func(method string, d time.Duration, err error)
 }
 
 // Driver implements go-plugins-helpers' volume.Driver.
@@ -101,6 +104,7 @@ func kindNames(kinds map[string]Kind) []string {
 func (d *Driver) call(op, name string, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout)
 	defer cancel()
+	start := time.Now()
 	done := make(chan error, 1)
 	go func() {
 		release, err := d.locks.lock(ctx, name)
@@ -116,6 +120,9 @@ func (d *Driver) call(op, name string, fn func(ctx context.Context) error) error
 	case err = <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("no answer within %s: %w", d.cfg.Timeout, ctx.Err())
+	}
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(op, time.Since(start), err)
 	}
 	switch {
 	case errors.Is(err, backend.ErrNotFound) && op == "get":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,9 +15,11 @@ import (
 	"time"
 
 	dockervolume "github.com/docker/go-plugins-helpers/volume"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/netvol/netvol/internal/metrics"
 	"github.com/netvol/netvol/internal/units"
 	"github.com/netvol/netvol/state"
 	"github.com/netvol/netvol/volume"
@@ -28,7 +31,7 @@ import (
 type pluginFlags struct {
 	nfs, nfsVersion, server, nbdAddr, tokenFile, token, node string
 	stateDir, mountRoot, defaultType, defaultSize, logLevel  string
-	socket                                                   string
+	socket, metricsListen                                    string
 	nfsPort, nfsMountPort                                    int
 }
 
@@ -66,6 +69,7 @@ func addPluginFlags(cmd *cobra.Command, f *pluginFlags) {
 	fl.StringVar(&f.defaultType, "default-type", os.Getenv("NETVOL_DEFAULT_TYPE"), "type of volumes created without -o type: nfs or nbd (default: nbd when --server is set, else nfs) [NETVOL_DEFAULT_TYPE]")
 	fl.StringVar(&f.defaultSize, "default-size", envOr("NETVOL_DEFAULT_SIZE", "10G"), "size of nbd volumes created without -o size [NETVOL_DEFAULT_SIZE]")
 	fl.StringVar(&f.socket, "socket", envOr("NETVOL_SOCKET", "/run/docker/plugins/netvol.sock"), "the plugin's unix socket [NETVOL_SOCKET]")
+	fl.StringVar(&f.metricsListen, "metrics-listen", os.Getenv("NETVOL_METRICS_LISTEN"), "serve Prometheus /metrics on this host:port (default: off) [NETVOL_METRICS_LISTEN]")
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
 }
 
@@ -143,11 +147,17 @@ func runPlugin(ctx context.Context, f pluginFlags, ready func()) error {
 		return err
 	}
 	defer closeKinds()
+	calls := metrics.NewCalls()
 	drv, err := volume.New(volume.Config{Store: store, Kinds: kinds, DefaultType: f.defaultType, DefaultSize: defaultSize,
-		MountRoot: f.mountRoot, Host: mountHost(), Log: log.WithField("component", "driver")})
+		MountRoot: f.mountRoot, Host: mountHost(), Log: log.WithField("component", "driver"), Observe: calls.Observe})
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := serveMetrics(f.metricsListen, metrics.NewRegistry(calls.Collector()), log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = drv.Reconcile(rctx)
 	cancel()
@@ -191,6 +201,27 @@ func servePlugin(ctx context.Context, log logrus.FieldLogger, f pluginFlags, drv
 	}
 	log.Info("netvol plugin stopped")
 	return nil
+}
+
+// serveMetrics serves /metrics on addr in the background; "" serves nothing.
+func serveMetrics(addr string, reg *prometheus.Registry, log logrus.FieldLogger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			log.WithError(err).Error("metrics server failed")
+		}
+	}()
+	log.WithField("addr", l.Addr().String()).Info("serving /metrics")
+	return func() { srv.Close() }, nil
 }
 
 // listenUnix listens on a unix socket; a stale socket nobody answers on is
