@@ -275,22 +275,10 @@ func loadToken(path string) (string, error) {
 // listenNBD listens on host:port or unix:/path; a stale socket nobody
 // answers on is removed first.
 func listenNBD(addr string) (net.Listener, error) {
-	path, ok := strings.CutPrefix(addr, "unix:")
-	if !ok {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("nbd listen: %w", err)
-		}
-		return l, nil
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return listenUnix(path, "nbd listen")
 	}
-	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("nbd listen: %s is in use", path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("nbd listen: %w", err)
 	}
