@@ -44,11 +44,14 @@ unit:
 e2e: build plugin
 	$(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/...
 
-# Benchmarks: netvol beside its reference (qemu-img bench / qemu-nbd).
+# Benchmarks: netvol beside its reference (qemu-img bench / qemu-nbd; for
+# the userspace attach, the same chain over a local qcow2 image).
 bench:
 	bash bench/qcow2-vs-qemu.sh
+	bash bench/nbd-vs-qemu-nbd.sh
 	$(GO) test ./nbd -run '^$$' -bench . -benchtime 2s
 	NBD_BENCH=1 $(GO) test ./nbd -run TestQemuImgBench -v -count=1
+	bash bench/userspace-attach.sh
 
 # Short fuzzing pass over every parser; FUZZTIME per target.
 FUZZTIME ?= 30s

@@ -23,6 +23,7 @@ import (
 // types them. Nothing is mounted (this kernel has neither NBD nor NFS).
 func TestPluginThroughHostDocker(t *testing.T) {
 	t.Parallel()
+	node.LockPluginSocket(t)
 	srv := node.StartNetvolServer(t)
 	nfs := node.StartNFSServer(t)
 	docker := node.StartHostDocker(t)

@@ -104,7 +104,8 @@ func takeOver(root, b *bolt.Bucket, a Attachment, now time.Time) ([]Attachment, 
 	var gone []Attachment
 	for _, h := range held {
 		if conflicts(h, a) && h.Live(now) {
-			return nil, &ConflictError{Volume: a.Volume, Holder: h.Node, Mode: h.Mode, Expires: h.Expires}
+			return nil, &ConflictError{Volume: a.Volume, Holder: h.Node, Mode: h.Mode, Expires: h.Expires,
+				ExpiresIn: h.Expires.Sub(now)}
 		}
 		if conflicts(h, a) || h.Node == a.Node {
 			gone = append(gone, h)
@@ -220,6 +221,37 @@ func (r *Registry) RenewAttachment(name, node string, expires time.Time) (Attach
 		return putJSON(b.Bucket(keyAttachments), []byte(node), newAttachmentRecord(a))
 	})
 	return a, err
+}
+
+// RestartLeases sets the lease expiry of every attachment, live or
+// lapsed, to expires, in one transaction, and returns how many it set. The
+// storage daemon calls it when it starts: it cannot tell how long it was
+// down, so it gives every lease it finds a fresh term.
+func (r *Registry) RestartLeases(expires time.Time) (int, error) {
+	var n int
+	err := r.s.update(func(root *bolt.Bucket) error {
+		vols := root.Bucket(keyVolumes)
+		var held []Attachment
+		err := vols.ForEachBucket(func(k []byte) error {
+			atts, err := readAttachments(vols.Bucket(k), string(k))
+			held = append(held, atts...)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		// Written after the walk: bbolt forbids changing what is iterated.
+		for _, a := range held {
+			a.Expires = expires
+			err := putJSON(vols.Bucket([]byte(a.Volume)).Bucket(keyAttachments), []byte(a.Node), newAttachmentRecord(a))
+			if err != nil {
+				return volumeErr(a.Volume, err)
+			}
+		}
+		n = len(held)
+		return nil
+	})
+	return n, err
 }
 
 // RemoveAttachment removes node's attachment and its export name, and

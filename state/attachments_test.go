@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,8 @@ func TestSecondWriterConflicts(t *testing.T) {
 		if !errors.As(err, &c) || !errors.Is(err, ErrConflict) {
 			t.Fatalf("%s beside live rw: error %v, want *ConflictError", mode, err)
 		}
-		if c.Holder != "n1" || c.Mode != ModeRW || !c.Expires.Equal(a.Expires) || c.Volume != "v" {
+		if c.Holder != "n1" || c.Mode != ModeRW || !c.Expires.Equal(a.Expires) || c.Volume != "v" ||
+			c.ExpiresIn != lease-time.Second {
 			t.Fatalf("conflict %+v", c)
 		}
 		if !strings.Contains(err.Error(), `node "n1"`) || !strings.Contains(err.Error(), "read-write") {
@@ -318,5 +320,48 @@ func TestFailedReattachRestoresTakenOver(t *testing.T) {
 	must(t, err)
 	if a.Generation != 2 {
 		t.Fatalf("generation %d, want 2 (failed attempt spent none)", a.Generation)
+	}
+}
+
+// Leases found at a restart all get the term given, lapsed ones too, in
+// every volume; they survive closing the database; the rest of each
+// attachment stays as it was.
+func TestRestartLeases(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	r, err := OpenRegistry(path)
+	must(t, err)
+	must(t, r.CreateVolume(Volume{Name: "v", Size: 1 << 20}))
+	must(t, r.CreateVolume(Volume{Name: "w", Size: 1 << 20}))
+	must(t, r.CreateVolume(Volume{Name: "empty", Size: 1 << 20}))
+	rw, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	lapsed := att("n2", ModeRO, "e2")
+	lapsed.Expires = t0.Add(-time.Hour)
+	ro, _, err := r.AddAttachment("w", lapsed, t0.Add(-2*time.Hour))
+	must(t, err)
+	must(t, r.Close())
+
+	r, err = OpenRegistry(path)
+	must(t, err)
+	defer r.Close()
+	restart := t0.Add(5 * time.Minute)
+	n, err := r.RestartLeases(restart)
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("restarted %d leases, want 2", n)
+	}
+	for _, want := range []Attachment{rw, ro} {
+		got, err := r.FindAttachmentByExport(want.Export)
+		must(t, err)
+		want.Expires = restart
+		if got != want {
+			t.Fatalf("after restart %+v, want %+v", got, want)
+		}
+	}
+	// The lapsed reader is live again: a writer must wait for it.
+	_, _, err = r.AddAttachment("w", att("n3", ModeRW, "e3"), restart.Add(-time.Second))
+	wantErr(t, err, ErrConflict)
+	if n, err := openRegistry(t).RestartLeases(restart); err != nil || n != 0 {
+		t.Fatalf("empty registry: %d %v", n, err)
 	}
 }

@@ -37,6 +37,9 @@ type ConflictError struct {
 	Holder  string    // node holding the attachment
 	Mode    Mode      // its mode
 	Expires time.Time // its lease expiry (wall clock, as the caller stored it)
+	// ExpiresIn is what the lease had left at the caller's now: a span
+	// that needs no clock shared with whoever reads it.
+	ExpiresIn time.Duration
 }
 
 func (e *ConflictError) Error() string {

@@ -22,6 +22,8 @@ func dockerError(op, name string, err error) error {
 		hint = "the storage did not answer in time; the operation may still finish: retry in a minute"
 	case errors.Is(err, backend.ErrUnavailable):
 		hint = "check that the server is running and reachable from this host (netvol doctor)"
+	case errors.Is(err, backend.ErrHeld):
+		// The error names the holder and when to retry.
 	case errors.Is(err, backend.ErrInUse), errors.Is(err, state.ErrInUse):
 		hint = "stop the containers using it first"
 	case err == backend.ErrNotFound:

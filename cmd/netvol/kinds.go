@@ -17,7 +17,7 @@ import (
 
 // newKinds builds the backends the flags configure. The returned func
 // stops what they run in the background (lease renewal).
-func newKinds(_ context.Context, f pluginFlags, log logrus.FieldLogger) (map[string]volume.Kind, func(), error) {
+func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[string]volume.Kind, func(), error) {
 	kinds := map[string]volume.Kind{}
 	closers := []func(){}
 	closeAll := func() {
@@ -42,8 +42,12 @@ func newKinds(_ context.Context, f pluginFlags, log logrus.FieldLogger) (map[str
 		if err != nil {
 			return nil, nil, fmt.Errorf("--server: %w", err)
 		}
+		att, err := newAttacher(ctx, f, log)
+		if err != nil {
+			return nil, nil, err
+		}
 		b, err := blockvol.New(blockvol.Config{API: api, Node: f.node, NBDAddr: f.nbdAddr,
-			Attacher: blockvol.KernelAttacher{}, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
+			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
 			Log: log.WithField("component", "nbd")})
 		if err != nil {
 			return nil, nil, err

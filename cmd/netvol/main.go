@@ -3,14 +3,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
-
-	"github.com/sirupsen/logrus"
 )
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
-		logrus.WithError(err).Error("netvol failed")
+		// Errors are written for people: plain text, not a log record.
+		fmt.Fprintf(os.Stderr, "netvol: %v\n", err)
 		os.Exit(1)
 	}
 }

@@ -32,6 +32,7 @@ type pluginFlags struct {
 	nfs, nfsVersion, server, nbdAddr, tokenFile, token, node string
 	stateDir, mountRoot, defaultType, defaultSize, logLevel  string
 	socket, metricsListen                                    string
+	attach                                                   string // auto, kernel or userspace
 	nfsPort, nfsMountPort                                    int
 }
 
@@ -71,6 +72,7 @@ func addPluginFlags(cmd *cobra.Command, f *pluginFlags) {
 	fl.StringVar(&f.socket, "socket", envOr("NETVOL_SOCKET", "/run/docker/plugins/netvol.sock"), "the plugin's unix socket [NETVOL_SOCKET]")
 	fl.StringVar(&f.metricsListen, "metrics-listen", os.Getenv("NETVOL_METRICS_LISTEN"), "serve Prometheus /metrics on this host:port (default: off) [NETVOL_METRICS_LISTEN]")
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
+	fl.StringVar(&f.attach, "attach", envOr("NETVOL_ATTACH", "auto"), "how block volumes become devices: kernel (the nbd driver), userspace (FUSE and a loop device) or auto [NETVOL_ATTACH]")
 }
 
 func envInt(key string) int {

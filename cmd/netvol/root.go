@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"runtime/debug"
-
 	"github.com/spf13/cobra"
 )
 
@@ -26,25 +23,8 @@ One binary carries every role: the storage daemon, the plugin and the operator c
 	root.AddCommand(newServerCommand())
 	root.AddCommand(newPluginCommand())
 	root.AddCommand(newRunCommand())
+	root.AddCommand(newAttachHelperCommand())
+	root.AddCommand(newVolumeCommand())
+	root.AddCommand(newDoctorCommand())
 	return root
-}
-
-func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print netvol's version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			v := version
-			if info, ok := debug.ReadBuildInfo(); ok && v == "dev" {
-				for _, s := range info.Settings {
-					if s.Key == "vcs.revision" {
-						v = "dev-" + s.Value
-					}
-				}
-			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "netvol %s\n", v)
-			return err
-		},
-	}
 }

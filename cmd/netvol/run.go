@@ -29,6 +29,10 @@ other setup; give --nfs host:/export to offer nfs volumes as well.`,
 		},
 	}
 	addPluginFlags(cmd, &f)
+	// The embedded daemon is the server: these would only mislead.
+	for _, name := range []string{"server", "token", "token-file", "nbd"} {
+		_ = cmd.Flags().MarkHidden(name)
+	}
 	cmd.Flags().StringVar(&nbdListen, "nbd-listen", envOr("NETVOL_NBD_LISTEN", "127.0.0.1:10809"), "the storage daemon's NBD address [NETVOL_NBD_LISTEN]")
 	cmd.Flags().StringVar(&apiListen, "api-listen", envOr("NETVOL_API_LISTEN", "127.0.0.1:10810"), "the storage daemon's control API address [NETVOL_API_LISTEN]")
 	return cmd

@@ -11,7 +11,6 @@ import (
 	"github.com/netvol/netvol/nbd"
 )
 
-
 func TestNBDAndCallsExposition(t *testing.T) {
 	var hist [nbd.LatencyBucketCount + 1]uint64
 	hist[0], hist[3], hist[nbd.LatencyBucketCount] = 5, 2, 1

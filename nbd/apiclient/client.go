@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/netvol/netvol/nbd/daemon"
 )
@@ -305,11 +306,16 @@ func (c *Client) answerError(req *http.Request, resp *http.Response) error {
 		return fmt.Errorf("%w: %s %s: HTTP %d, reading the answer: %w", ErrUnavailable, req.Method, req.URL, resp.StatusCode, err)
 	}
 	var body struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
+		Error       string    `json:"error"`
+		Code        string    `json:"code"`
+		Holder      string    `json:"holder"`
+		Mode        string    `json:"mode"`
+		Expires     time.Time `json:"expires"`
+		ExpiresInMS int64     `json:"expires_in_ms"`
 	}
 	if json.Unmarshal(data, &body) == nil && body.Error != "" {
-		return &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Error}
+		return &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Error, Holder: body.Holder,
+			Mode: body.Mode, Expires: body.Expires, ExpiresIn: time.Duration(max(body.ExpiresInMS, 0)) * time.Millisecond}
 	}
 	// Not an API answer (a proxy, another service on the port, a 2xx we
 	// did not expect): say what came back, briefly and printably.

@@ -102,6 +102,15 @@ func TestVolumesAndAttachments(t *testing.T) {
 	wantErr(t, c.DeleteVolume(ctx, "clone"), ErrInUse, 409, "node-1")
 	_, err = c.Attach(ctx, "clone", "node-2", ModeRW)
 	wantErr(t, err, ErrConflict, 409, `"node-1"`)
+	var ce *Error
+	errors.As(err, &ce)
+	if ce.Holder != "node-1" || ce.Mode != ModeRW || !ce.Expires.Equal(l.Expires) ||
+		ce.ExpiresIn <= 0 || ce.ExpiresIn > time.Duration(l.ExpiresInMS)*time.Millisecond {
+		t.Fatalf("conflict details %+v, lease %+v", ce, l)
+	}
+	if g.ExpiresInMS != daemon.DefaultLeaseTTL.Milliseconds() {
+		t.Fatalf("grant's time left %d ms", g.ExpiresInMS)
+	}
 	if err := c.Detach(ctx, "clone", "node-1"); err != nil {
 		t.Fatal(err)
 	}

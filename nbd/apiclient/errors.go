@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/netvol/netvol/nbd/daemon"
 )
@@ -23,10 +24,20 @@ var (
 // Error is an error answer of the API: {"error": Message, "code": Code}
 // with HTTP status Status. Code is empty when the answer was not an API
 // error (a proxy's page, say); Message then describes what came back.
+//
+// A conflict (ErrConflict) also names the Holder of the volume, its Mode,
+// and its lease: Expires on the daemon's clock, ExpiresIn the time it had
+// left when the daemon answered. Wait on ExpiresIn: it needs no clock
+// shared with the daemon.
 type Error struct {
 	Status  int
 	Code    string
 	Message string
+
+	Holder    string
+	Mode      string
+	Expires   time.Time
+	ExpiresIn time.Duration
 }
 
 func (e *Error) Error() string {

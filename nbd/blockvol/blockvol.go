@@ -27,8 +27,8 @@ type Config struct {
 	Attacher  Attacher           // KernelAttacher, or a userspace one
 	Mounter   Mounter            // mount.System
 	Formatter Formatter          // Mkfs
-	Log       logrus.FieldLogger // lease renewal only; nil discards
-	Now       func() time.Time   // wall clock of leases; nil means time.Now
+	Log       logrus.FieldLogger // lease renewal and takeovers only; nil discards
+	Now       func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
 }
 
 // Backend implements backend.Backend and backend.Resumer for nbd volumes.

@@ -50,6 +50,25 @@ type Attacher interface {
 	Detach(ctx context.Context, d Device) error
 }
 
+// Target is the export Mount attaches: where it is, its name (a
+// credential: never in logs, errors, argv or the environment), and a
+// Dialer of it.
+type Target struct {
+	Volume string
+	Addr   string // host:port or unix:/path
+	Export string
+	Dial   Dialer
+}
+
+// TargetAttacher is an Attacher that needs the export's address and name
+// rather than a Dialer, because another process serves the device and
+// dials again by itself after a lost connection. Mount uses AttachTarget
+// when the Attacher has it.
+type TargetAttacher interface {
+	Attacher
+	AttachTarget(ctx context.Context, t Target) (Device, error)
+}
+
 // Mounter performs mounts; mount.System is the real one.
 type Mounter interface {
 	Mount(m mount.Mount) error

@@ -9,15 +9,20 @@
 // # Mount
 //
 //  1. Attach read-write through the control API: an export name (a secret),
-//     a generation and a lease expiry.
+//     a generation and a lease. While another node holds the volume, Mount
+//     waits for its lease to lapse (asking again every second) as long as
+//     that fits in the call's deadline less a margin (held.go); otherwise
+//     it fails with a *HeldError naming the holder and when to retry.
 //  2. The NBD address comes from Config.NBDAddr, or from GET /healthz: the
 //     API's host with the daemon's NBD port, or its unix: socket as is.
 //  3. The Attacher dials (TCP without Nagle, or a unix socket), negotiates
 //     with the export name (NBD_OPT_GO) and makes a block device of it.
 //  4. The device is probed: an ext2/3/4 superblock (magic 0xEF53 at
 //     byte 1080) is mounted as it is; a first MiB of zeroes is a blank
-//     volume and is formatted (mkfs.ext4, lazy init); anything else is
-//     refused, never formatted over.
+//     volume and is formatted (mkfs.ext4, lazy init, multi-mount
+//     protection); anything else is refused, never formatted over. A
+//     multi-mount protection block left unclean by a node this attach
+//     fenced is reset to clean (mmp.go).
 //  5. ext4 is mounted at the target with errors=remount-ro unless the
 //     options say otherwise; <target>/data is made (mode, owner) when
 //     missing, so Docker gets a directory without lost+found.
@@ -36,12 +41,21 @@
 //
 // # Leases
 //
-// Renewal failures are retried (every sixth of the lease). A lease counts as
-// lost when the server no longer knows the attachment (detached or taken
-// over) or when renewal has failed past its expiry; Fenced reports it and
-// Get shows "lease": "lost". A later renewal that succeeds makes it "ok"
-// again: the server renews a lapsed lease only when nobody took it over.
-// What to do about a lost lease (fencing the device) is left to the caller.
+// Lease timing counts the time left that the server reports on this
+// host's clock; no clock is compared with the server's. Renewal failures
+// are retried (every sixth of the lease). A lease counts as lost when
+// renewal has failed past its term; Fenced reports it, Get shows "lease":
+// "lost" and "lease_lost" (why), and the log says so. A later renewal that
+// succeeds makes it "ok" again: the server renews a lapsed lease only when
+// nobody took it over.
+//
+// When the server no longer knows the attachment (taken over by another
+// node, or detached) the volume is fenced for good: renewal stops, and the
+// device is released at once, so that I/O on it fails now rather than when
+// the kernel gives up on the closed connections (request timeout, then
+// dead-connection timeout). The file system stays mounted, failing, until
+// Docker's Unmount, which then succeeds: unmount, release (already done),
+// detach (already gone).
 //
 // # Errors
 //

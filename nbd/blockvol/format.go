@@ -86,9 +86,12 @@ type Mkfs struct {
 // may be a regular file or hold an old signature wipefs would name), and
 // inode tables and journal initialised lazily (by the kernel after mount),
 // so that formatting a large volume takes seconds; no discard of the whole
-// device, which would only make the server punch holes it already has.
+// device, which would only make the server punch holes it already has;
+// multi-mount protection with the shortest update interval (see mmp.go).
+// All extended options go in one -E: mkfs.ext4 keeps only the last.
 func mkfsBase() []string {
-	return []string{"-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"}
+	return []string{"-q", "-F", "-O", "mmp",
+		"-E", fmt.Sprintf("lazy_itable_init=1,lazy_journal_init=1,nodiscard,mmp_update_interval=%d", mkfsMMPInterval)}
 }
 
 // Format runs mkfs.ext4 on device with the checked extra options.

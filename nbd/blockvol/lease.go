@@ -3,6 +3,7 @@ package blockvol
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,45 +19,59 @@ const (
 	maxCallWait  = 10 * time.Second
 )
 
-// lease is the renewal of one mounted volume's attachment.
+// lease is the renewal of one mounted volume's attachment. Its timing is
+// counted on this host's clock from the time left the server reports, so
+// no clock is compared with the server's.
 type lease struct {
 	name string
 	stop context.CancelFunc
 	done chan struct{} // closed when the renewal goroutine ended
 
-	mu      sync.Mutex
-	expires time.Time     // last expiry the server gave
-	ttl     time.Duration // the lease's length, as last measured
-	lost    bool
+	mu       sync.Mutex
+	deadline time.Time     // when the lease lapses unless renewed, on our clock
+	ttl      time.Duration // the lease's length, as last reported
+	lost     bool
+	why      string // why it was lost, for Get's Status
+	device   Device // released when the server no longer holds the attachment
+}
+
+// remaining is the time a grant or renewal left: what the server says, or
+// for a server that does not say, its expiry measured against our clock
+// (a server clock behind ours then only makes renewals more frequent).
+func remaining(now time.Time, g apiclient.Lease) time.Duration {
+	if g.ExpiresInMS > 0 {
+		return time.Duration(g.ExpiresInMS) * time.Millisecond
+	}
+	return g.Expires.Sub(now)
 }
 
 // update records a successful renewal at now; it reports whether the
 // lease had been lost.
-func (l *lease) update(now, expires time.Time) bool {
+func (l *lease) update(now time.Time, g apiclient.Lease) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// Measured against our clock: a server clock far behind ours shows as
-	// a short lease, and only makes renewals more frequent.
-	if d := expires.Sub(now); d > 0 {
+	d := remaining(now, g)
+	if d > 0 {
 		l.ttl = d
 	}
-	l.expires = expires
+	l.deadline = now.Add(d)
 	was := l.lost
-	l.lost = false
+	l.lost, l.why = false, ""
 	return was
 }
 
 // failed records a failed renewal at now: the lease is lost once the server
-// no longer knows the attachment, or past its expiry. It reports whether
-// the lease was lost just now.
-func (l *lease) failed(now time.Time, gone bool) bool {
+// no longer knows the attachment (that reason then replaces any earlier
+// one), or past its deadline. It reports whether the lease was lost just
+// now.
+func (l *lease) failed(now time.Time, gone bool, why string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lost || !gone && now.Before(l.expires) {
-		return false
+	was := l.lost
+	if gone || !was && !now.Before(l.deadline) {
+		l.lost, l.why = true, why
 	}
-	l.lost = true
-	return true
+	return l.lost && !was
 }
 
 func (l *lease) state() string {
@@ -66,6 +81,35 @@ func (l *lease) state() string {
 		return "lost"
 	}
 	return "ok"
+}
+
+// lostWhy says why the lease was lost; "" while it holds.
+func (l *lease) lostWhy() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.why
+}
+
+// setDevice records the device to release should the server drop the
+// attachment. It reports false, recording nothing, when the lease is lost
+// already: nobody would release the device then.
+func (l *lease) setDevice(d Device) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost {
+		return false
+	}
+	l.device = d
+	return true
+}
+
+// takeDevice returns the device to release, once.
+func (l *lease) takeDevice() Device {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.device
+	l.device = Device{}
+	return d
 }
 
 // wait is the time to the next renewal: a third of the lease after a
@@ -93,20 +137,22 @@ func (l *lease) halt() {
 	<-l.done
 }
 
-// startRenewal renews name's lease, which expires at expires, until
-// stopRenewal (or Close).
-func (b *Backend) startRenewal(name string, expires time.Time) {
+// startRenewal renews name's lease, as granted or last renewed, until
+// stopRenewal (or Close). dev, when known, is released should the server
+// drop the attachment (setDevice gives it later).
+func (b *Backend) startRenewal(name string, granted apiclient.Lease, dev Device) *lease {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &lease{name: name, stop: cancel, done: make(chan struct{})}
-	l.update(b.cfg.Now(), expires)
+	l := &lease{name: name, stop: cancel, done: make(chan struct{}), device: dev}
+	l.update(b.cfg.Now(), granted)
 	b.putLease(l)
 	go b.renewLoop(ctx, l)
+	return l
 }
 
 // markLost records name's lease as lost without renewing it, so that
 // Fenced and Get say so until Unmount.
-func (b *Backend) markLost(name string) {
-	l := &lease{name: name, stop: func() {}, done: make(chan struct{}), lost: true}
+func (b *Backend) markLost(name, why string) {
+	l := &lease{name: name, stop: func() {}, done: make(chan struct{}), lost: true, why: why}
 	close(l.done)
 	b.putLease(l)
 }
@@ -156,29 +202,79 @@ func (b *Backend) renewLoop(ctx context.Context, l *lease) {
 			return
 		case <-t.C:
 		}
-		t.Reset(l.wait(b.renewOnce(ctx, l, log)))
+		ok, gone := b.renewOnce(ctx, l, log)
+		if gone {
+			b.fence(ctx, l, log)
+			return
+		}
+		t.Reset(l.wait(ok))
 	}
 }
 
-// renewOnce renews l once and logs what changed; it reports success.
-func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogger) bool {
+// renewOnce renews l once and logs what changed. It reports success, and
+// whether the server no longer holds the attachment at all (taken over by
+// another node, or detached): then there is nothing left to renew.
+func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogger) (ok, gone bool) {
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout())
 	got, err := b.cfg.API.Renew(cctx, l.name, b.cfg.Node)
 	cancel()
 	if ctx.Err() != nil {
-		return true // stopping: nothing to report
+		return true, false // stopping: nothing to report
 	}
 	now := b.cfg.Now()
 	if err == nil {
-		if l.update(now, got.Expires) {
+		if l.update(now, got) {
 			log.WithField("expires", got.Expires.Format(time.RFC3339)).Warn("lease renewed again after it was lost")
 		}
-		return true
+		return true, false
 	}
-	if l.failed(now, errors.Is(err, apiclient.ErrNotFound)) {
+	if errors.Is(err, apiclient.ErrNotFound) {
+		return false, true
+	}
+	if l.failed(now, false, "not renewed within its term: "+err.Error()) {
 		log.WithError(err).Error("lease lost: the storage server may give the volume to another node; still retrying")
-		return false
+		return false, false
 	}
 	log.WithError(err).Warn("lease renewal failed; retrying")
-	return false
+	return false, false
+}
+
+// fence handles an attachment the server no longer holds: the lease is
+// lost for good, and the device is released at once, so that I/O on it
+// fails now instead of hanging until the kernel gives up on the closed
+// connections (its request and dead-connection timeouts). The file system
+// stays mounted, failing, until Docker unmounts it.
+func (b *Backend) fence(ctx context.Context, l *lease, log logrus.FieldLogger) {
+	why := "the storage server no longer holds this node's attachment" + b.holderNow(ctx, l.name)
+	// Fenced turns true only once the device is released and it is logged.
+	defer l.failed(b.cfg.Now(), true, why)
+	log = log.WithField("reason", why)
+	dev := l.takeDevice()
+	if dev.Path == "" {
+		log.Error("lease lost: volume fenced on this host; its writes fail from now on")
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := b.cfg.Attacher.Detach(rctx, dev); err != nil {
+		log.WithError(err).WithField("device", dev.Path).Error("lease lost: volume fenced on this host; releasing its device failed")
+		return
+	}
+	log.WithField("device", dev.Path).Error("lease lost: volume fenced on this host; device released, its I/O fails from now on")
+}
+
+// holderNow names, for messages, the node that holds name now, if any.
+func (b *Backend) holderNow(ctx context.Context, name string) string {
+	cctx, cancel := context.WithTimeout(ctx, maxCallWait)
+	defer cancel()
+	v, err := b.cfg.API.GetVolume(cctx, name)
+	if err != nil {
+		return ""
+	}
+	for _, a := range v.Attachments {
+		if a.Node != b.cfg.Node {
+			return fmt.Sprintf(" (node %q holds it now, %s)", a.Node, a.Mode)
+		}
+	}
+	return ""
 }

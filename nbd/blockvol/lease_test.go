@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/netvol/netvol/nbd/apiclient"
 	"github.com/netvol/netvol/volume/backend"
 )
 
@@ -123,33 +124,51 @@ func TestResume(t *testing.T) {
 
 func TestLeaseTiming(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) apiclient.Lease { return apiclient.Lease{Expires: now.Add(d)} }
 	l := &lease{}
 	if l.wait(true) != 5*time.Second {
 		t.Fatalf("wait without a lease: %v", l.wait(true))
 	}
-	l.update(now, now.Add(15*time.Second))
+	l.update(now, at(15*time.Second))
 	if l.wait(true) != 5*time.Second || l.wait(false) != 2500*time.Millisecond || l.callTimeout() != 5*time.Second {
 		t.Fatalf("15s lease: %v %v %v", l.wait(true), l.wait(false), l.callTimeout())
 	}
-	l.update(now, now.Add(-time.Second)) // a skewed clock: keep the last length
+	l.update(now, at(-time.Second)) // a skewed clock: keep the last length
 	if l.wait(true) != 5*time.Second {
 		t.Fatalf("after a negative lease: %v", l.wait(true))
 	}
-	l.update(now, now.Add(60*time.Millisecond))
+	l.update(now, at(60*time.Millisecond))
 	if l.wait(true) != minRenewWait || l.callTimeout() != time.Second {
 		t.Fatalf("tiny lease: %v %v", l.wait(true), l.callTimeout())
 	}
-	l.update(now, now.Add(time.Second))
-	if l.failed(now.Add(500*time.Millisecond), false) || l.state() != "ok" {
+	l.update(now, at(time.Second))
+	if l.failed(now.Add(500*time.Millisecond), false, "") || l.state() != "ok" {
 		t.Fatal("lost before expiry")
 	}
-	if !l.failed(now.Add(time.Second), false) || l.failed(now.Add(2*time.Second), false) || l.state() != "lost" {
+	if !l.failed(now.Add(time.Second), false, "why") || l.failed(now.Add(2*time.Second), false, "") ||
+		l.state() != "lost" || l.lostWhy() != "why" {
 		t.Fatal("not lost exactly once at expiry")
 	}
-	if !l.update(now, now.Add(time.Second)) || l.state() != "ok" {
+	if !l.update(now, at(time.Second)) || l.state() != "ok" || l.lostWhy() != "" {
 		t.Fatal("not regained")
 	}
-	if !l.failed(now, true) {
+	if !l.failed(now, true, "gone") {
 		t.Fatal("not lost when the server forgot the attachment")
+	}
+}
+
+// The time left that the server reports decides, not its clock: a server
+// clock an hour ahead or behind changes nothing.
+func TestLeaseTimingIgnoresServerClock(t *testing.T) {
+	now := time.Now()
+	for _, skew := range []time.Duration{time.Hour, -time.Hour} {
+		l := &lease{}
+		l.update(now, apiclient.Lease{Expires: now.Add(skew + 15*time.Second), ExpiresInMS: 15000})
+		if l.wait(true) != 5*time.Second {
+			t.Fatalf("skew %v: wait %v", skew, l.wait(true))
+		}
+		if l.failed(now.Add(14*time.Second), false, "") || !l.failed(now.Add(15*time.Second), false, "") {
+			t.Fatalf("skew %v: lost at the wrong time", skew)
+		}
 	}
 }

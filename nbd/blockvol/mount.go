@@ -58,20 +58,26 @@ type mountOp struct {
 
 func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	b := op.b
-	g, err := b.cfg.API.Attach(ctx, op.name, b.cfg.Node, apiclient.ModeRW)
+	g, err := b.attachRW(ctx, op.name)
 	if err != nil {
-		return backend.Mounted{}, fmt.Errorf("attaching on the storage server: %w", b.mapErr(err))
+		return backend.Mounted{}, err
 	}
 	op.undos = append(op.undos, func(ctx context.Context) error { return b.detach(ctx, op.name) })
 	// Renew from now on: formatting and mounting may outlast the lease.
-	b.startRenewal(op.name, g.Expires)
+	l := b.startRenewal(op.name, apiclient.Lease{Expires: g.Expires, ExpiresInMS: g.ExpiresInMS}, Device{})
 	op.undos = append(op.undos, func(context.Context) error { b.stopRenewal(op.name); return nil })
-	dev, err := b.cfg.Attacher.Attach(ctx, b.dialer(op.addr, g.Export))
+	dev, err := b.attachDevice(ctx, op.name, op.addr, g.Export)
 	if err != nil {
 		return backend.Mounted{}, fmt.Errorf("attaching the NBD export as a block device: %w", err)
 	}
 	op.undos = append(op.undos, func(ctx context.Context) error { return b.cfg.Attacher.Detach(ctx, dev) })
+	if !l.setDevice(dev) {
+		return backend.Mounted{}, fmt.Errorf("lease lost while attaching: %s", l.lostWhy())
+	}
 	if err := b.prepare(ctx, dev.Path, op.o.MkfsOpts); err != nil {
+		return backend.Mounted{}, err
+	}
+	if err := b.checkMMP(dev.Path, op.name, g.Fenced); err != nil {
 		return backend.Mounted{}, err
 	}
 	if err := op.mountFS(dev.Path); err != nil {
@@ -183,20 +189,34 @@ func (b *Backend) Resume(ctx context.Context, name string, _ backend.Options, _ 
 	case err != nil && !errors.Is(err, backend.ErrNotFound):
 		return fmt.Errorf("resume volume %q: %w", name, err)
 	case err != nil || held == 0 || m.Generation != 0 && held != m.Generation:
-		b.markLost(name)
-		return fmt.Errorf("resume volume %q: lease lost: node %q holds no attachment of generation %d any more",
-			name, b.cfg.Node, m.Generation)
+		return b.resumeFenced(ctx, name, m)
 	}
 	l, rerr := b.cfg.API.Renew(ctx, name, b.cfg.Node)
 	if rerr != nil {
-		l.Expires = b.cfg.Now() // unknown: retry soon
+		l = apiclient.Lease{Expires: b.cfg.Now()} // unknown: retry soon
 		rerr = fmt.Errorf("resume volume %q: renewing the lease: %w", name, b.mapErr(rerr))
 	}
-	b.startRenewal(name, l.Expires)
+	b.startRenewal(name, l, Device{Path: m.Device, Method: m.Method})
 	if err != nil {
 		return fmt.Errorf("resume volume %q: %w", name, err)
 	}
 	return rerr
+}
+
+// resumeFenced handles a mount found at start whose attachment the server
+// no longer holds: the lease is marked lost, and the device released so
+// that I/O on it fails at once (as fence does while running).
+func (b *Backend) resumeFenced(ctx context.Context, name string, m backend.Mounted) error {
+	why := fmt.Sprintf("node %q holds no attachment of generation %d any more", b.cfg.Node, m.Generation)
+	b.markLost(name, why)
+	err := fmt.Errorf("resume volume %q: lease lost: %s", name, why)
+	if m.Device == "" {
+		return err
+	}
+	if derr := b.cfg.Attacher.Detach(ctx, Device{Path: m.Device, Method: m.Method}); derr != nil {
+		return fmt.Errorf("%w; releasing %s: %w", err, m.Device, derr)
+	}
+	return fmt.Errorf("%w; %s released", err, m.Device)
 }
 
 // heldGeneration is the generation of this node's attachment of name, 0

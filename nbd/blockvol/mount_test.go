@@ -184,11 +184,20 @@ func TestMountRefused(t *testing.T) {
 	_, err := b.Mount(ctx, "nope", backend.Options{}, t.TempDir())
 	wantErr(t, err, backend.ErrNotFound, `"nope"`)
 	e.create(b, "v")
-	if _, err := e.client.Attach(ctx, "v", "other-node", apiclient.ModeRW); err != nil {
+	g, err := e.client.Attach(ctx, "v", "other-node", apiclient.ModeRW)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Mount(ctx, "v", backend.Options{}, t.TempDir())
-	wantErr(t, err, backend.ErrInUse, `"v"`, `"other-node"`)
+	// 15 s of lease do not fit in 10 s: refused at once, saying when to retry.
+	short, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = b.Mount(short, "v", backend.Options{}, t.TempDir())
+	wantErr(t, err, backend.ErrInUse, `"v"`, `"other-node"`, "read-write", g.Expires.UTC().Format(time.RFC3339), "retry in 15 s")
+	var held *HeldError
+	if !errors.As(err, &held) || held.Holder != "other-node" || !errors.Is(err, apiclient.ErrConflict) || time.Since(start) > 2*time.Second {
+		t.Fatalf("held error %#v after %v", err, time.Since(start))
+	}
 	_, err = b.Mount(ctx, "v", backend.Options{MountOpts: []string{"errors=panic"}}, t.TempDir())
 	wantErr(t, err, backend.ErrInvalid, "errors=panic", "crash")
 	if fk.att.conns != 0 {

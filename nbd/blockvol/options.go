@@ -13,7 +13,7 @@ import (
 // mkfsAllowed lists the accepted mkfs.ext4 options, for error messages.
 const mkfsAllowed = "-b 1024|2048|4096, -i BYTES-PER-INODE (1024-67108864), -I 128|256|512|1024, " +
 	"-m RESERVED-PERCENT (0-50), -L LABEL (1-16 of A-Z a-z 0-9 _ . -, starting with a letter or digit), " +
-	"-N INODES, -O FEATURE[,FEATURE...] (" + featuresOn + "; ^FEATURE turns off any of them but has_journal and extent), " +
+	"-N INODES, -O FEATURE[,FEATURE...] (" + featuresOn + "; ^FEATURE turns off any of them but has_journal, extent and mmp), " +
 	"-J size=MiB (1-10240), -T default|small|big|huge|news|largefile|largefile4"
 
 const featuresOn = "has_journal, extent, metadata_csum, 64bit, mmp, dir_index, dir_nlink, extra_isize, flex_bg, huge_file, inline_data, large_dir, project, quota"
@@ -74,11 +74,13 @@ func mkfsValueOK(f byte, v string) bool {
 }
 
 // featuresOK checks a -O list. A journal and extents are what make ext4
-// safe and fast after a crash of the host; they cannot be turned off.
+// safe and fast after a crash of the host, and multi-mount protection
+// guards against two hosts writing at once (mmp.go); they cannot be turned
+// off.
 func featuresOK(v string) bool {
 	for f := range strings.SplitSeq(v, ",") {
 		name, off := strings.CutPrefix(f, "^")
-		if !slices.Contains(strings.Split(featuresOn, ", "), name) || off && (name == "has_journal" || name == "extent") {
+		if !slices.Contains(strings.Split(featuresOn, ", "), name) || off && (name == "has_journal" || name == "extent" || name == "mmp") {
 			return false
 		}
 	}

@@ -15,7 +15,7 @@ func TestCheckMkfsOptions(t *testing.T) {
 		nil,
 		{"-b", "4096"}, {"-b1024"}, {"-i", "16384"}, {"-I", "256"}, {"-m", "0"}, {"-m50"},
 		{"-L", "data"}, {"-L", "a_b.c-d"}, {"-L", "0123456789abcdef"}, {"-N", "100000"},
-		{"-O", "metadata_csum,64bit,^mmp"}, {"-O", "^metadata_csum"}, {"-Ommp"}, {"-J", "size=64"},
+		{"-O", "metadata_csum,64bit,^quota"}, {"-O", "^metadata_csum"}, {"-Ommp"}, {"-J", "size=64"},
 		{"-T", "largefile"}, {"-b", "2048", "-L", "x", "-O", "quota,project", "-m", "1"},
 	} {
 		if err := CheckMkfsOptions(ok); err != nil {
@@ -26,7 +26,7 @@ func TestCheckMkfsOptions(t *testing.T) {
 		{"-b", "3000"}, {"-b"}, {"-b", "-4096"}, {"-i", "512"}, {"-i", "+1024"}, {"-i", "1e6"}, {"-I", "100"},
 		{"-m", "51"}, {"-m", "0.5"}, {"-m", " 5"}, {"-L", ""}, {"-L", "-F"}, {"-L", "seventeen-chars-x"},
 		{"-L", "a b"}, {"-L", "a;rm"}, {"-N", "0"}, {"-N", "99999999999"}, {"-O", "^has_journal"},
-		{"-O", "^extent"}, {"-O", "bogus"}, {"-O", "mmp,"}, {"-O", ""}, {"-J", "64"}, {"-J", "size=0"},
+		{"-O", "^extent"}, {"-O", "^mmp"}, {"-O", "64bit,^mmp"}, {"-O", "bogus"}, {"-O", "mmp,"}, {"-O", ""}, {"-J", "64"}, {"-J", "size=0"},
 		{"-J", "device=/dev/sda"}, {"-T", "floppy2"}, {"-E", "lazy_itable_init=0"}, {"-F"}, {"-F", "-F"},
 		{"-q"}, {"-t", "xfs"}, {"--", "-b"}, {"/dev/sda"}, {"4096"}, {""}, {"-"}, {"-d", "/etc"},
 		{"-U", "clear"}, {"-c"}, {"-z", "/tmp/undo"}, {"-bb"},

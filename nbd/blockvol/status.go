@@ -25,21 +25,25 @@ func (b *Backend) volume(v apiclient.Volume) backend.Volume {
 	if v.From != "" {
 		st["from"] = v.From
 	}
-	if a := attached(v.Attachments, b.cfg.Now()); a != "" {
+	if a := attached(v.Attachments); a != "" {
 		st["attached"] = a
 	}
 	if l := b.lease(v.Name); l != nil {
 		st["lease"] = l.state()
+		if why := l.lostWhy(); why != "" {
+			st["lease_lost"] = why
+		}
 	}
 	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st}
 }
 
-// attached lists attachments as "node(mode)", marking lapsed leases.
-func attached(atts []apiclient.Attachment, now time.Time) string {
+// attached lists attachments as "node(mode)", marking the leases the
+// server says lapsed.
+func attached(atts []apiclient.Attachment) string {
 	parts := make([]string, 0, len(atts))
 	for _, a := range atts {
 		s := a.Node + "(" + a.Mode
-		if !a.Expires.After(now) {
+		if a.ExpiresInMS <= 0 {
 			s += ", lapsed"
 		}
 		parts = append(parts, s+")")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,15 +89,9 @@ func (a *API) authorized(r *http.Request) bool {
 	return ok && len(a.token) > 0 && subtle.ConstantTimeCompare([]byte(got), a.token) == 1
 }
 
-// errorBody is every error answer.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := codeOf(err)
-	msg := err.Error()
+	status, body := answerOf(err)
+	code := body.Code
 	if status == http.StatusInternalServerError {
 		a.log.WithError(err).WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path}).Error("control API call failed")
 	} else {
@@ -105,7 +100,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errUnauthorized) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="netvol"`)
 	}
-	reply(w, status, errorBody{Error: msg, Code: code})
+	if body.ExpiresInMS > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt((body.ExpiresInMS+999)/1000, 10))
+	}
+	reply(w, status, body)
 }
 
 func reply(w http.ResponseWriter, status int, v any) {

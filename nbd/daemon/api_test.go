@@ -208,7 +208,7 @@ func TestAPIAttachments(t *testing.T) {
 	}
 	var v Volume
 	c.must(200, "GET", "/v1/volumes/v", "", &v)
-	if len(v.Attachments) != 1 || v.Attachments[0] != (Attachment{Node: "node-1", Mode: "rw", Generation: 1, Expires: g.Expires}) {
+	if len(v.Attachments) != 1 || v.Attachments[0] != (Attachment{Node: "node-1", Mode: "rw", Generation: 1, Expires: g.Expires, ExpiresInMS: 15000}) {
 		t.Fatalf("attachments %+v", v.Attachments)
 	}
 	c.refused(409, CodeInUse, "DELETE", "/v1/volumes/v", "")

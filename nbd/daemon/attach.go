@@ -17,16 +17,23 @@ type AttachRequest struct {
 }
 
 // Grant answers an attach: the NBD export name to present, the attachment's
-// generation and its lease expiry.
+// generation and its lease: the expiry on the daemon's clock and the time
+// left, which a client counts on its own clock. Fenced names the nodes
+// whose read-write attachments this attach took over: their connections
+// are closed and their exports refused, so nothing they still send reaches
+// the image.
 type Grant struct {
-	Export     string    `json:"export"`
-	Generation uint64    `json:"generation"`
-	Expires    time.Time `json:"expires"`
+	Export      string    `json:"export"`
+	Generation  uint64    `json:"generation"`
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
+	Fenced      []string  `json:"fenced,omitempty"`
 }
 
-// Lease answers a renew.
+// Lease answers a renew, as in Grant.
 type Lease struct {
-	Expires time.Time `json:"expires"`
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
 }
 
 func checkNodeName(node string) error {
@@ -39,7 +46,9 @@ func checkNodeName(node string) error {
 // Attach issues an attachment of volume to node. One read-write attachment
 // per volume: another node's live one is a conflict naming the holder; an
 // expired one, and node's own earlier one, are taken over and their exports
-// revoked (state.AddAttachment decides).
+// revoked (state.AddAttachment decides). Revoking waits for the requests
+// in flight on the old connections, so once Attach returns no write of a
+// fenced holder can land.
 func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) (Grant, error) {
 	mode := state.Mode(req.Mode)
 	if err := checkNodeName(req.Node); err != nil {
@@ -69,10 +78,15 @@ func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) 
 	if err != nil {
 		return Grant{}, err
 	}
+	var fenced []string
 	for _, r := range revoked {
 		s.revoke(r.Export)
+		if r.Mode == state.ModeRW {
+			fenced = append(fenced, r.Node)
+		}
 	}
-	return Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires}, nil
+	return Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires,
+		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced}, nil
 }
 
 // checkAttachable refuses a read-write attach of a volume with clones.
@@ -94,11 +108,12 @@ func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error)
 		return Lease{}, err
 	}
 	defer s.release()
-	a, err := s.reg.RenewAttachment(volume, node, s.cfg.Now().Add(s.cfg.LeaseTTL).UTC())
+	now := s.cfg.Now()
+	a, err := s.reg.RenewAttachment(volume, node, now.Add(s.cfg.LeaseTTL).UTC())
 	if err != nil {
 		return Lease{}, err
 	}
-	return Lease{Expires: a.Expires}, nil
+	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now))}, nil
 }
 
 // Detach removes node's attachment of volume and closes its connections.

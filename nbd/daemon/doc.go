@@ -24,8 +24,16 @@
 // attachment is recorded and its lease is live; read-only attachments get a
 // read-only export. Detach, a takeover (state.AddAttachment) and Delete
 // revoke the export, which closes its connections (nbd.Export.Revoke).
+// Revoking waits for the requests the old connections had in flight, so
+// once the taker's Attach has returned nothing of the old holder lands.
 // All connections to a volume share one *qcow2.Image, opened on first use
 // and kept open until the volume is deleted or the service closed.
+//
+// # Leases
+//
+// Leases run on the daemon's own clock and survive a restart with a fresh
+// term (see lease.go). A conflict answer names the holder, its mode, its
+// expiry and the time its lease has left (errorBody).
 //
 // # Clones
 //

@@ -40,8 +40,8 @@ type Config struct {
 	DataDir       string             // required
 	MaxVolumeSize int64              // bytes; 0 means DefaultMaxVolumeSize
 	LeaseTTL      time.Duration      // 0 means DefaultLeaseTTL
-	Now           func() time.Time   // wall clock; nil means time.Now
-	Log           logrus.FieldLogger // start-up sweep only; nil discards
+	Now           func() time.Time   // lease clock; nil means the daemon's own (see lease.go)
+	Log           logrus.FieldLogger // start-up sweep and lease restore only; nil discards
 }
 
 // Service is the storage daemon's state: registry, images and exports. It
@@ -64,7 +64,8 @@ var (
 )
 
 // Open opens the data directory (creating it if needed) and its registry,
-// and removes images the registry does not know.
+// removes images the registry does not know, and gives every recorded
+// lease a full term from now (see lease.go).
 func Open(cfg Config) (*Service, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("no data directory: %w", state.ErrInvalid)
@@ -76,7 +77,7 @@ func Open(cfg Config) (*Service, error) {
 		cfg.LeaseTTL = DefaultLeaseTTL
 	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = monotonicClock()
 	}
 	if cfg.Log == nil {
 		l := logrus.New()
@@ -94,6 +95,10 @@ func Open(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
 		images: map[string]*qcow2.Image{}, exports: map[string]*nbd.Export{}}
 	if err := s.sweep(); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	if err := s.restartLeases(); err != nil {
 		reg.Close()
 		return nil, err
 	}
@@ -182,12 +187,15 @@ type Volume struct {
 	Attachments []Attachment      `json:"attachments"`
 }
 
-// Attachment is a node's attachment as the API shows it.
+// Attachment is a node's attachment as the API shows it. ExpiresInMS is
+// the time its lease has left on the daemon's clock, 0 once it lapsed:
+// judge a lease by it, not by comparing Expires with another clock.
 type Attachment struct {
-	Node       string    `json:"node"`
-	Mode       string    `json:"mode"`
-	Generation uint64    `json:"generation"`
-	Expires    time.Time `json:"expires"`
+	Node        string    `json:"node"`
+	Mode        string    `json:"mode"`
+	Generation  uint64    `json:"generation"`
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
 }
 
 func (s *Service) volume(v state.Volume) Volume {
@@ -197,9 +205,10 @@ func (s *Service) volume(v state.Volume) Volume {
 	if err := syscall.Stat(filepath.Join(s.cfg.DataDir, v.File), &st); err == nil {
 		out.Allocated = st.Blocks * 512
 	}
+	now := s.cfg.Now()
 	for _, a := range v.Attachments {
 		out.Attachments = append(out.Attachments, Attachment{Node: a.Node, Mode: string(a.Mode),
-			Generation: a.Generation, Expires: a.Expires})
+			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now))})
 	}
 	return out
 }

@@ -20,9 +20,12 @@ const (
 // Errors a backend wraps (with %w) so the driver can decide and tell Docker
 // what happened. Anything else is reported as an internal failure.
 var (
-	ErrNotFound    = errors.New("no such volume")
-	ErrExists      = errors.New("volume already exists")
-	ErrInUse       = errors.New("volume in use")
+	ErrNotFound = errors.New("no such volume")
+	ErrExists   = errors.New("volume already exists")
+	ErrInUse    = errors.New("volume in use")
+	// ErrHeld: another host holds the volume; the error says until when
+	// (it also matches ErrInUse).
+	ErrHeld        = errors.New("volume held by another host")
 	ErrInvalid     = errors.New("invalid argument")
 	ErrUnavailable = errors.New("storage server unavailable")
 )

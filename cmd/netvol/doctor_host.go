@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/netvol/netvol/nbd"
+)
+
+// The doctor's checks of this host's kernel and devices.
+
+const modprobeHint = "(on the host: a managed plugin cannot load modules; list it in /etc/modules-load.d/netvol.conf to load it at boot)"
+
+// blockChecks: how this host can attach nbd volumes, through the kernel's
+// NBD driver or, without it, through FUSE and a loop device.
+func (d *doctor) blockChecks(ctx context.Context) []checkResult {
+	late := fmt.Errorf("no answer from the kernel within %s", d.env.timeout)
+	drvErr := bounded(ctx, d.env.timeout, func(context.Context) error { return d.env.kernelNBD() }, late)
+	fuse := d.deviceCheck("fuse", "/dev/fuse", "modprobe fuse "+modprobeHint+"; a managed plugin also needs /dev/fuse among its devices")
+	loop := d.deviceCheck("loop devices", "/dev/loop-control", "modprobe loop "+modprobeHint+"; a managed plugin also needs /dev/loop-control among its devices")
+	userspace := fuse.Status == statusOK && loop.Status == statusOK
+	needed := d.f.server != ""
+	for _, r := range []*checkResult{&fuse, &loop} {
+		if r.Status == statusOK {
+			continue
+		}
+		r.Status = statusWarn
+		if drvErr != nil {
+			r.Status = severity(needed)
+		}
+		r.Detail += ": the userspace attach of nbd volumes, used where the kernel has no NBD driver, needs it"
+	}
+	return []checkResult{d.nbdDriverCheck(drvErr, userspace, needed), d.nbdDevicesCheck(drvErr == nil), fuse, loop}
+}
+
+func (d *doctor) deviceCheck(name, dev, fix string) checkResult {
+	st, err := os.Stat(d.path(dev))
+	switch {
+	case err != nil:
+		return problem(statusWarn, name, "no "+dev, fix)
+	case st.Mode()&os.ModeCharDevice == 0:
+		return problem(statusWarn, name, dev+" is not a character device", fix)
+	}
+	return passed(name, dev+" is present")
+}
+
+func (d *doctor) nbdDriverCheck(drvErr error, userspace, needed bool) checkResult {
+	const name = "nbd driver"
+	if drvErr == nil {
+		return passed(name, `the kernel's NBD driver is loaded (generic netlink family "nbd")`)
+	}
+	detail, fix := d.nbdMissing(drvErr)
+	if userspace {
+		return problem(statusWarn, name, detail+"; nbd volumes fall back to the userspace attach (FUSE and a loop device), which is slower", fix)
+	}
+	return problem(severity(needed), name, detail+"; and without FUSE and loop devices (below) nbd volumes cannot be attached on this host", fix)
+}
+
+// nbdMissing explains why the NBD driver is missing and what to do.
+func (d *doctor) nbdMissing(err error) (detail, fix string) {
+	modprobe := "run modprobe nbd " + modprobeHint
+	switch {
+	case !errors.Is(err, nbd.ErrNoKernelNBD):
+		return "could not ask the kernel for its NBD driver: " + err.Error(), "netlink must be usable (some sandboxes block it); " + modprobe
+	case d.exists("/sys/module/nbd"):
+		return "the nbd module is loaded but has no generic netlink interface (a kernel older than 4.12?)", "use a kernel of 4.12 or newer"
+	case d.hasModule("nbd"):
+		return "the kernel's NBD driver is not loaded (the nbd module is available)", modprobe
+	}
+	rel := d.release()
+	return fmt.Sprintf("the kernel (%s) has no NBD driver: not built in, not loaded, and no nbd module in /lib/modules/%s", rel, rel),
+		fmt.Sprintf("install this kernel's modules (%s) or use a kernel built with CONFIG_BLK_DEV_NBD, then %s", modulePackages(rel), modprobe)
+}
+
+var nbdDevRe = regexp.MustCompile(`^nbd[0-9]+$`)
+
+func (d *doctor) nbdDevicesCheck(driver bool) checkResult {
+	const name = "/dev/nbd*"
+	entries, _ := os.ReadDir(d.path("/dev"))
+	n := 0
+	for _, e := range entries {
+		if nbdDevRe.MatchString(e.Name()) {
+			n++
+		}
+	}
+	switch {
+	case n > 0:
+		return passed(name, fmt.Sprintf("%d NBD devices", n))
+	case driver:
+		return problem(statusWarn, name, "no /dev/nbd* devices although the driver is loaded",
+			"recent kernels add devices on demand; else reload the driver with some: modprobe -r nbd; modprobe nbd nbds_max=16. A managed plugin sees only the /dev/nbd* its config lists")
+	}
+	return problem(statusWarn, name, "no /dev/nbd* devices: the kernel has no NBD driver (see nbd driver)", "they appear when the nbd module is loaded")
+}
+
+// nfsClientChecks: whether the kernel can mount the configured NFS version.
+func (d *doctor) nfsClientChecks(context.Context) []checkResult {
+	const name = "nfs client"
+	fsType, module := "nfs4", "nfsv4"
+	if d.f.nfsVersion == "3" {
+		fsType, module = "nfs", "nfs"
+	}
+	data, err := os.ReadFile(d.path("/proc/filesystems"))
+	if err != nil {
+		return []checkResult{problem(statusWarn, name, "cannot read /proc/filesystems: "+err.Error(), "run doctor on the host itself")}
+	}
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == fsType {
+			return []checkResult{passed(name, fmt.Sprintf("the kernel mounts NFS %s (%s in /proc/filesystems)", d.f.nfsVersion, fsType))}
+		}
+	}
+	if d.hasModule(module) {
+		return []checkResult{problem(statusWarn, name,
+			fmt.Sprintf("the kernel's NFS client is not loaded (the %s module is available)", module),
+			fmt.Sprintf("mount loads it on demand where modprobe works, but not from inside a managed plugin: run modprobe %s %s", module, modprobeHint))}
+	}
+	rel := d.release()
+	return []checkResult{problem(severity(d.f.nfs != ""), name,
+		fmt.Sprintf("the kernel (%s) has no NFS client for NFS %s: no %s in /proc/filesystems and no %s module in %s; nfs volumes cannot be mounted on this host (creating and listing them still works)",
+			rel, d.f.nfsVersion, fsType, module, filepath.Join("/lib/modules", rel)),
+		fmt.Sprintf("install this kernel's modules (%s) or use a kernel built with CONFIG_NFS_FS and CONFIG_NFS_V4, then modprobe %s %s", modulePackages(rel), module, modprobeHint))}
+}
+
+// modulePackages names the packages that hold a kernel's modules.
+func modulePackages(release string) string {
+	return "Debian: linux-image-" + release + "; Ubuntu: linux-modules-extra-" + release
+}

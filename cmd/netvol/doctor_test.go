@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netvol/netvol/nbd"
+)
+
+// newTestDoctor is a doctor of this host with nothing configured and no
+// Docker: tests set what they check.
+func newTestDoctor(t *testing.T) *doctor {
+	dir := t.TempDir()
+	return &doctor{
+		f:          pluginFlags{nfsVersion: "4.1", socket: filepath.Join(dir, "plugins", "netvol.sock")},
+		dockerHost: "unix://" + filepath.Join(dir, "docker.sock"),
+		env:        doctorEnv{kernelNBD: nbd.KernelAvailable, now: time.Now, timeout: 2 * time.Second},
+	}
+}
+
+// result finds a check's result.
+func result(t *testing.T, results []checkResult, check string) checkResult {
+	t.Helper()
+	for _, r := range results {
+		if r.Check == check {
+			return r
+		}
+	}
+	t.Fatalf("no %q check in %+v", check, results)
+	return checkResult{}
+}
+
+func wantResult(t *testing.T, r checkResult, status string, parts ...string) {
+	t.Helper()
+	if r.Status != status {
+		t.Errorf("%s: %s, want %s: %s (fix: %s)", r.Check, r.Status, status, r.Detail, r.Fix)
+	}
+	for _, p := range parts {
+		if !strings.Contains(r.Detail+" fix: "+r.Fix, p) {
+			t.Errorf("%s: %q (fix: %q) does not say %q", r.Check, r.Detail, r.Fix, p)
+		}
+	}
+	if status != statusOK && r.Fix == "" {
+		t.Errorf("%s: %s without a fix", r.Check, status)
+	}
+}
+
+// On this host as it is: the lines about the kernel say what it lacks
+// and what to do about it. (The build machines have no NBD driver and no
+// NFS client; elsewhere the lines are OK.)
+func TestDoctorThisHost(t *testing.T) {
+	d := newTestDoctor(t)
+	d.f.nfs, d.f.nfsPort, d.f.nfsMountPort = "127.0.0.1:/srv/none", 1, 1 // nothing answers
+	results := d.run(context.Background())
+	drv := result(t, results, "nbd driver")
+	if err := nbd.KernelAvailable(); err != nil {
+		wantResult(t, drv, drv.Status, "NBD driver", "modprobe nbd")
+		if drv.Status == statusOK {
+			t.Errorf("nbd driver OK, but %v", err)
+		}
+		wantResult(t, result(t, results, "/dev/nbd*"), statusWarn, "no /dev/nbd* devices")
+	} else {
+		wantResult(t, drv, statusOK, "loaded")
+	}
+	fs, _ := os.ReadFile("/proc/filesystems")
+	nfsc := result(t, results, "nfs client")
+	if !strings.Contains(string(fs), "nfs4") {
+		wantResult(t, nfsc, nfsc.Status, "no NFS client for NFS 4.1", "nfsv4")
+		if nfsc.Status == statusOK {
+			t.Error("nfs client OK without nfs4 in /proc/filesystems")
+		}
+	}
+	wantResult(t, result(t, results, "nfs server"), statusFail, "127.0.0.1:/srv/none", "--nfs-port")
+	wantResult(t, result(t, results, "docker"), statusWarn, "no Docker daemon socket", "start dockerd")
+	wantResult(t, result(t, results, "plugin socket"), statusWarn, "no plugin socket", "netvol plugin")
+	var out strings.Builder
+	err := d.report(&out, results, false)
+	wantErr(t, err, "checks failed")
+	for _, s := range []string{"FAIL  nfs server", "fix: check that the server exports", "OK, "} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("report lacks %q:\n%s", s, out.String())
+		}
+	}
+	t.Logf("report:\n%s", out.String())
+}
+
+// The command itself: JSON, and exit status zero without FAILs.
+func TestDoctorCommandJSON(t *testing.T) {
+	dir := t.TempDir()
+	out, err := netvol(t, "doctor", "--json", "--docker-host", "unix://"+filepath.Join(dir, "d.sock"),
+		"--socket", filepath.Join(dir, "p.sock"), "--timeout", "2s")
+	var rep struct {
+		Checks         []checkResult
+		OK, Warn, Fail int
+	}
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil || len(rep.Checks) < 7 || rep.OK+rep.Warn+rep.Fail != len(rep.Checks) {
+		t.Fatalf("doctor --json: %v\n%s", jerr, out)
+	}
+	if (rep.Fail > 0) != (err != nil) {
+		t.Fatalf("%d FAILs, error %v", rep.Fail, err)
+	}
+	if r := result(t, rep.Checks, "configuration"); r.Status != statusWarn {
+		t.Errorf("nothing configured: %+v", r)
+	}
+}
+
+// fakeRoot is a host tree: kernel release, /proc/filesystems, modules and
+// devices as given. Devices are links to /dev/null, a character device.
+func fakeRoot(t *testing.T, filesystems string, modules []string, devs ...string) string {
+	root := t.TempDir()
+	write := func(p, s string) {
+		p = filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("proc/sys/kernel/osrelease", "5.10.0-test\n")
+	write("proc/filesystems", filesystems)
+	var dep strings.Builder
+	for _, m := range modules {
+		dep.WriteString(m + ": kernel/other.ko\n")
+	}
+	write("lib/modules/5.10.0-test/modules.dep", dep.String())
+	os.MkdirAll(filepath.Join(root, "dev"), 0o755)
+	for _, d := range devs {
+		if err := os.Symlink("/dev/null", filepath.Join(root, "dev", d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestDoctorKernelChecks(t *testing.T) {
+	noNBD := func() error { return nbd.ErrNoKernelNBD }
+	for _, c := range []struct {
+		name              string
+		kernel            func() error
+		server, nfs, vers string
+		root              string
+		want              map[string][]string // check: status, then what it says
+	}{
+		{"nbd module, no loop, nbd needed", noNBD, "store:1", "", "4.1",
+			fakeRoot(t, "nodev\tnfs4\n", []string{"kernel/drivers/block/nbd.ko.xz"}, "fuse"),
+			map[string][]string{"nbd driver": {statusFail, "not loaded (the nbd module is available)", "modprobe nbd"},
+				"loop devices": {statusFail, "no /dev/loop-control", "modprobe loop"}, "fuse": {statusOK},
+				"/dev/nbd*": {statusWarn, "no /dev/nbd* devices"}, "nfs client": {statusOK, "nfs4 in /proc/filesystems"}}},
+		{"no nbd module, userspace attach", noNBD, "store:1", "", "4.1",
+			fakeRoot(t, "", nil, "fuse", "loop-control"),
+			map[string][]string{"nbd driver": {statusWarn, "(5.10.0-test) has no NBD driver", "linux-image-5.10.0-test", "userspace attach"},
+				"fuse": {statusOK}, "loop devices": {statusOK}, "nfs client": {statusWarn, "no NFS client"}}},
+		{"kernel nbd, no fuse, nfs v3 module", func() error { return nil }, "", "nas:/x", "3",
+			fakeRoot(t, "nodev\tnfs4\n", []string{"kernel/fs/nfs/nfs.ko"}, "nbd0", "nbd1", "nbd1p1"),
+			map[string][]string{"nbd driver": {statusOK}, "/dev/nbd*": {statusOK, "2 NBD devices"},
+				"fuse": {statusWarn, "no /dev/fuse", "userspace attach"}, "nfs client": {statusWarn, "the nfs module is available", "modprobe nfs"}}},
+		{"no nfs client, nfs needed", noNBD, "", "nas:/x", "4.1", fakeRoot(t, "nodev\tproc\n", nil),
+			map[string][]string{"nfs client": {statusFail, "no nfs4 in /proc/filesystems and no nfsv4 module", "CONFIG_NFS_V4"},
+				"nbd driver": {statusWarn}, "loop devices": {statusWarn}}},
+		{"netlink unusable", func() error { return errors.New("socket: permission denied") }, "", "", "4.1", fakeRoot(t, "", nil),
+			map[string][]string{"nbd driver": {statusWarn, "could not ask the kernel", "permission denied"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newTestDoctor(t)
+			d.env.root, d.env.kernelNBD = c.root, c.kernel
+			d.f.server, d.f.nfs, d.f.nfsVersion = c.server, c.nfs, c.vers
+			ctx := context.Background()
+			results := append(d.blockChecks(ctx), d.nfsClientChecks(ctx)...)
+			for check, want := range c.want {
+				wantResult(t, result(t, results, check), want[0], want[1:]...)
+			}
+		})
+	}
+}
+
+func TestDoctorStorageDaemon(t *testing.T) {
+	d := startVCDaemon(t)
+	doc := newTestDoctor(t)
+	doc.f.server, doc.f.tokenFile = d.url, d.tokenFile
+	results := doc.run(context.Background())
+	wantResult(t, result(t, results, "configuration"), statusOK, "storage daemon "+d.url)
+	wantResult(t, result(t, results, "storage daemon"), statusOK, "healthy", d.nbdL.Addr().String())
+	wantResult(t, result(t, results, "clock"), statusOK, "clock")
+	wantResult(t, result(t, results, "api token"), statusOK, "accepted")
+	wantResult(t, result(t, results, "nbd address"), statusOK, d.nbdL.Addr().String(), "accepts connections")
+
+	doc.f.token = "wrong"
+	doc.env.now = func() time.Time { return time.Now().Add(-10 * time.Second) }
+	results = doc.daemonChecks(context.Background())
+	wantResult(t, result(t, results, "api token"), statusFail, "refuses the token", "<data>/token")
+	wantResult(t, result(t, results, "clock"), statusWarn, "ahead of this host's", "NTP")
+	doc.env.now = func() time.Time { return time.Now().Add(10 * time.Second) }
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "clock"), statusWarn, "behind this host's")
+
+	doc.f.token, doc.f.tokenFile = "", ""
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "api token"), statusFail, "no API token", "--token-file")
+
+	d.nbdL.Close()
+	doc.f.token = vcToken
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "nbd address"), statusFail, "cannot connect to the NBD server", "--nbd-listen", "NETVOL_NBD")
+	doc.f.nbdAddr = "unix:/nonexistent/nbd.sock"
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "nbd address"), statusFail, "unix:/nonexistent/nbd.sock (--nbd)")
+}
+
+func TestDoctorDaemonDown(t *testing.T) {
+	doc := newTestDoctor(t)
+	doc.f.server, doc.f.token = "127.0.0.1:1", "t"
+	results := doc.daemonChecks(context.Background())
+	wantResult(t, result(t, results, "storage daemon"), statusFail, "http://127.0.0.1:1 does not answer", "--api-listen")
+	wantResult(t, result(t, results, "api token"), statusWarn, "not checked")
+	wantResult(t, result(t, results, "nbd address"), statusWarn, "not checked")
+	for _, r := range results {
+		if r.Check == "clock" {
+			t.Errorf("a clock check without a daemon: %+v", r)
+		}
+	}
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler()) // a certificate nobody trusts
+	defer tlsSrv.Close()
+	doc.f.server = tlsSrv.URL
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "storage daemon"), statusFail, "certificate", "trust store")
+	doc.f.server = "ftp://x"
+	wantResult(t, result(t, doc.daemonChecks(context.Background()), "storage daemon"), statusFail, "ftp://x", "NETVOL_SERVER")
+}
+
+// A server that accepts and never answers: each check ends at the timeout.
+func TestDoctorTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	doc := newTestDoctor(t)
+	doc.f.server, doc.f.token, doc.env.timeout = l.Addr().String(), "t", 200*time.Millisecond
+	start := time.Now()
+	results := doc.daemonChecks(context.Background())
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("checks took %s with a 200ms timeout", took)
+	}
+	wantResult(t, result(t, results, "storage daemon"), statusFail, "no answer to GET /healthz within 200ms")
+	hung := doc.check(context.Background(), "stuck", func(ctx context.Context) checkResult { time.Sleep(time.Second); return passed("stuck", "") })
+	wantResult(t, hung, statusFail, "no answer within 200ms", "--timeout")
+}
+
+// serveUnix serves h on a unix socket at path until the test ends.
+func serveUnix(t *testing.T, path string, h http.Handler) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+func TestDoctorDockerAndPlugin(t *testing.T) {
+	dir := t.TempDir()
+	docker := filepath.Join(dir, "docker.sock")
+	serveUnix(t, docker, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_ping" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Api-Version", "1.47")
+		w.Write([]byte("OK"))
+	}))
+	activate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"Implements": ["VolumeDriver"]}`))
+	})
+	// A managed plugin's socket: /run/docker/plugins/<id>/netvol.sock.
+	serveUnix(t, filepath.Join(dir, "plugins", "0123abcd", "netvol.sock"), activate)
+	doc := newTestDoctor(t)
+	doc.dockerHost, doc.f.socket = "unix://"+docker, filepath.Join(dir, "plugins", "netvol.sock")
+	results := doc.dockerChecks(context.Background())
+	wantResult(t, result(t, results, "docker"), statusOK, "GET /_ping", "API 1.47")
+	wantResult(t, result(t, results, "plugin socket"), statusOK, "0123abcd/netvol.sock", "VolumeDriver")
+
+	// A socket nobody serves any more, and a Docker that is not Docker.
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	notDocker := filepath.Join(dir, "other.sock")
+	serveUnix(t, notDocker, http.NotFoundHandler())
+	doc.dockerHost, doc.f.socket = "unix://"+notDocker, stale
+	results = doc.dockerChecks(context.Background())
+	wantResult(t, result(t, results, "docker"), statusFail, "does not answer GET /_ping: HTTP 404", "dockerd")
+	wantResult(t, result(t, results, "plugin socket"), statusFail, stale+" does not answer Plugin.Activate", "restart the plugin")
+
+	doc.dockerHost = "ssh://host"
+	wantResult(t, result(t, doc.dockerChecks(context.Background()), "docker"), statusWarn, "want unix:///path or tcp://host:port")
+}
