@@ -88,6 +88,22 @@ func TestPluginAcrossNodes(t *testing.T) {
 			t.Fatalf("clone read %q", got)
 		}
 	})
+	t.Run("StorageDaemonRestart", func(t *testing.T) {
+		// A volume mounted through the kernel's NBD client stays usable
+		// across a crash and restart of the storage daemon: the plugin sees
+		// the new daemon run at its next renewal and hands the device new
+		// connections, well before the kernel would fail its I/O.
+		n1.MustRun(t, "docker run -d --name c3 --network none -v copy:/v "+node.BusyboxImage+" sleep 600 >/dev/null")
+		srv.Kill()
+		srv.Restart(t)
+		n1.MustRun(t, `i=0; until grep -q 'device reconnected' `+node.PluginLog+`; do
+			i=$((i+1)); [ $i -gt 150 ] && { echo "no reconnect within 30 s" >&2; exit 1; }; sleep 0.2; done`)
+		n1.MustRun(t, dockerRun("copy", "echo after-daemon-restart > /v/r && sync"))
+		n1.MustRun(t, "docker rm -f c3 >/dev/null")
+		if got := n2.MustRun(t, dockerRun("copy", "cat /v/r")); got != "after-daemon-restart\n" {
+			t.Fatalf("p2 read %q", got)
+		}
+	})
 	t.Run("Remove", func(t *testing.T) {
 		n1.MustRun(t, "docker volume rm copy && docker volume rm blk web")
 		if got := n2.MustRun(t, "docker volume ls -q"); strings.TrimSpace(got) != "" {

@@ -100,27 +100,30 @@ func orText(err error, text string) string {
 // for new attachments, each strategy for releasing what it made. Userspace
 // attachments of an earlier run are adopted here, before Reconcile, in
 // either mode.
-func newAttacher(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (blockvol.Attacher, error) {
+func newAttacher(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (blockvol.Attacher, func(context.Context), error) {
 	choice, err := chooseAttach(ctx, f.attach)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.WithFields(logrus.Fields{"attach": choice.Method, "reason": choice.Reason}).Info("block volumes: attach strategy chosen")
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("finding the netvol binary for the attach helper: %w", err)
+		return nil, nil, fmt.Errorf("finding the netvol binary for the attach helper: %w", err)
 	}
 	user := &fuseattach.Attacher{Dir: filepath.Join(f.stateDir, "attach"), Command: []string{exe, "attach-helper"},
 		LogLevel: f.logLevel, Log: log.WithField("component", "attach")}
-	if err := user.Adopt(ctx); err != nil {
-		log.WithError(err).Error("taking over the userspace attachments of an earlier run failed in part")
+	adopt := func(ctx context.Context) {
+		if err := user.Adopt(ctx); err != nil {
+			log.WithError(err).Error("taking over the userspace attachments of an earlier run failed in part")
+		}
 	}
+	adopt(ctx)
 	kernel := blockvol.KernelAttacher{}
 	var use blockvol.Attacher = kernel
 	if choice.Method == attachUserspace {
 		use = user
 	}
-	return blockvol.Strategies{Use: use, ByMethod: map[string]blockvol.Attacher{attachKernel: kernel, attachUserspace: user}}, nil
+	return blockvol.Strategies{Use: use, ByMethod: map[string]blockvol.Attacher{attachKernel: kernel, attachUserspace: user}}, adopt, nil
 }
 
 // newAttachHelperCommand is the process that serves one userspace

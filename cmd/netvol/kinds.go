@@ -15,16 +15,30 @@ import (
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// newKinds builds the backends the flags configure. The returned func
-// stops what they run in the background (lease renewal).
-func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[string]volume.Kind, func(), error) {
-	kinds := map[string]volume.Kind{}
-	closers := []func(){}
-	closeAll := func() {
-		for _, c := range closers {
-			c()
-		}
+// kindHooks are what the backends need around the plugin's life: close
+// stops what they run in the background (lease renewal); afterReconcile
+// runs once the driver has reconciled its mounts.
+type kindHooks struct {
+	closers        []func()
+	afterReconcile []func(context.Context)
+}
+
+func (h *kindHooks) close() {
+	for _, c := range h.closers {
+		c()
 	}
+}
+
+func (h *kindHooks) reconciled(ctx context.Context) {
+	for _, f := range h.afterReconcile {
+		f(ctx)
+	}
+}
+
+// newKinds builds the backends the flags configure.
+func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[string]volume.Kind, *kindHooks, error) {
+	kinds := map[string]volume.Kind{}
+	hooks := &kindHooks{}
 	if f.nfs != "" {
 		server, export, ok := strings.Cut(f.nfs, ":")
 		if !ok || server == "" || !strings.HasPrefix(export, "/") {
@@ -42,20 +56,23 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 		if err != nil {
 			return nil, nil, fmt.Errorf("--server: %w", err)
 		}
-		att, err := newAttacher(ctx, f, log)
+		att, adopt, err := newAttacher(ctx, f, log)
 		if err != nil {
 			return nil, nil, err
 		}
+		// Reconcile may have undone a mount it found no record of: adopting
+		// again stops that mount's helper, which the first pass kept.
+		hooks.afterReconcile = append(hooks.afterReconcile, adopt)
 		b, err := blockvol.New(blockvol.Config{API: api, Node: f.node, NBDAddr: f.nbdAddr,
 			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
 			Log: log.WithField("component", "nbd")})
 		if err != nil {
 			return nil, nil, err
 		}
-		closers = append(closers, b.Close)
+		hooks.closers = append(hooks.closers, b.Close)
 		kinds[backend.TypeNBD] = volume.Kind{Backend: b, CheckMountOpts: blockvol.CheckMountOptions, CheckMkfsOpts: blockvol.CheckMkfsOptions}
 	}
-	return kinds, closeAll, nil
+	return kinds, hooks, nil
 }
 
 func mountHost() volume.Host { return mount.Host{} }

@@ -144,11 +144,11 @@ func runPlugin(ctx context.Context, f pluginFlags, ready func()) error {
 		return err
 	}
 	defer store.Close()
-	kinds, closeKinds, err := newKinds(ctx, f, log)
+	kinds, hooks, err := newKinds(ctx, f, log)
 	if err != nil {
 		return err
 	}
-	defer closeKinds()
+	defer hooks.close()
 	calls := metrics.NewCalls()
 	drv, err := volume.New(volume.Config{Store: store, Kinds: kinds, DefaultType: f.defaultType, DefaultSize: defaultSize,
 		MountRoot: f.mountRoot, Host: mountHost(), Log: log.WithField("component", "driver"), Observe: calls.Observe})
@@ -162,11 +162,12 @@ func runPlugin(ctx context.Context, f pluginFlags, ready func()) error {
 	defer stopMetrics()
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = drv.Reconcile(rctx)
-	cancel()
 	if err != nil {
 		// Serve anyway: Docker needs the plugin to unmount and retry.
 		log.WithError(err).Error("reconciling mounts with the node state failed in part")
 	}
+	hooks.reconciled(rctx)
+	cancel()
 	return servePlugin(ctx, log, f, drv, ready)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/netvol/netvol/internal/metrics"
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/nbd/daemon"
 )
@@ -94,6 +95,24 @@ func runServer(ctx context.Context, f serverFlags) error {
 	return d.serve(ctx)
 }
 
+// daemonStats reads what the metrics show of the registry.
+func daemonStats(svc *daemon.Service) func() (metrics.DaemonStats, error) {
+	return func() (metrics.DaemonStats, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		vols, err := svc.ListVolumes(ctx)
+		if err != nil {
+			return metrics.DaemonStats{}, err
+		}
+		c := svc.Counters()
+		s := metrics.DaemonStats{Volumes: len(vols), Attaches: c.Attaches, Renewals: c.Renewals, Takeovers: c.Takeovers}
+		for _, v := range vols {
+			s.Attachments += len(v.Attachments)
+		}
+		return s, nil
+	}
+}
+
 // storageDaemon is a storage daemon whose listeners are open: clients can
 // connect before serve runs.
 type storageDaemon struct {
@@ -137,8 +156,11 @@ func startServer(f serverFlags) (*storageDaemon, error) {
 	}
 	d := &storageDaemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token,
 		nbdSrv: &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")},
-		apiSrv: &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api"), daemon.WithNBDAddr(nbdL.Addr())),
-			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}}
+	}
+	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)))
+	d.apiSrv = &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api"),
+		daemon.WithNBDAddr(nbdL.Addr()), daemon.WithMetrics(metrics.Handler(reg))),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	if tlsCfg != nil {
 		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
 		d.apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos

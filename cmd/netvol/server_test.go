@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -130,6 +131,7 @@ func TestRunServer(t *testing.T) {
 	if err := c.Read(ctx, got, 1<<20); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read back: %v", err)
 	}
+	checkMetrics(t, apiAddr, filepath.Join(f.data, "token"))
 	cancel()
 	select {
 	case err := <-done:
@@ -148,5 +150,30 @@ func TestRunServer(t *testing.T) {
 		if out, err := exec.Command("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0xc3 1M 64k", img).CombinedOutput(); err != nil {
 			t.Fatalf("qemu-io: %v\n%s", err, out)
 		}
+	}
+}
+
+// checkMetrics scrapes the daemon's /metrics after one attach and a 64 KiB
+// write on one connection.
+func checkMetrics(t *testing.T, apiAddr, tokenFile string) {
+	t.Helper()
+	tok, _ := os.ReadFile(tokenFile)
+	req, _ := http.NewRequest("GET", "http://"+apiAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"netvol_volumes 1", "netvol_attachments 1", "netvol_attaches_total 1",
+		"netvol_nbd_connections 1", `netvol_nbd_requests_total{cmd="write"} 1`, `netvol_nbd_bytes_total{cmd="write"} 65536`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	req.Header.Del("Authorization")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without the token: %v %v", resp.Status, err)
 	}
 }

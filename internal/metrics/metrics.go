@@ -102,3 +102,46 @@ func (c *Calls) Observe(method string, d time.Duration, err error) {
 	}
 	c.duration.WithLabelValues(method, result).Observe(d.Seconds())
 }
+
+// DaemonStats is what the storage daemon reports at scrape time.
+type DaemonStats struct {
+	Volumes, Attachments          int
+	Attaches, Renewals, Takeovers uint64
+}
+
+// daemonCollector reads the storage daemon's registry and counters.
+type daemonCollector struct {
+	stats                                     func() (DaemonStats, error)
+	vols, atts, attaches, renewals, takeovers *prometheus.Desc
+}
+
+// NewDaemonCollector exports the storage daemon's volumes, attachments and
+// lease activity.
+func NewDaemonCollector(stats func() (DaemonStats, error)) prometheus.Collector {
+	return &daemonCollector{stats: stats,
+		vols:      prometheus.NewDesc("netvol_volumes", "Volumes in the registry.", nil, nil),
+		atts:      prometheus.NewDesc("netvol_attachments", "Attachments recorded, live or lapsed.", nil, nil),
+		attaches:  prometheus.NewDesc("netvol_attaches_total", "Attachments issued.", nil, nil),
+		renewals:  prometheus.NewDesc("netvol_lease_renewals_total", "Leases renewed.", nil, nil),
+		takeovers: prometheus.NewDesc("netvol_lease_takeovers_total", "Attachments of other nodes taken over after their lease lapsed.", nil, nil),
+	}
+}
+
+func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.vols, c.atts, c.attaches, c.renewals, c.takeovers} {
+		ch <- d
+	}
+}
+
+func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.stats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.vols, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.vols, prometheus.GaugeValue, float64(s.Volumes))
+	ch <- prometheus.MustNewConstMetric(c.atts, prometheus.GaugeValue, float64(s.Attachments))
+	ch <- prometheus.MustNewConstMetric(c.attaches, prometheus.CounterValue, float64(s.Attaches))
+	ch <- prometheus.MustNewConstMetric(c.renewals, prometheus.CounterValue, float64(s.Renewals))
+	ch <- prometheus.MustNewConstMetric(c.takeovers, prometheus.CounterValue, float64(s.Takeovers))
+}

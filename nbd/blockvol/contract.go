@@ -84,3 +84,11 @@ type Formatter interface {
 	// CheckMkfsOptions accepted.
 	Format(ctx context.Context, device string, opts []string) error
 }
+
+// Reconnector is an Attacher that can give a device new connections after
+// the server closed its old ones (a storage daemon restart), so that the
+// device's I/O goes on instead of failing once the kernel gives up on the
+// dead connections.
+type Reconnector interface {
+	Reconnect(ctx context.Context, d Device, dial Dialer) error
+}

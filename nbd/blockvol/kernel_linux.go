@@ -62,6 +62,29 @@ func (k KernelAttacher) Attach(ctx context.Context, dial Dialer) (Device, error)
 	return Device{Path: "/dev/nbd" + strconv.Itoa(idx), Method: MethodKernel}, nil
 }
 
+var _ Reconnector = KernelAttacher{}
+
+// Reconnect hands the device d new connections (NBD_CMD_RECONFIGURE): the
+// kernel puts them in place of the dead ones and requeues what waited.
+func (k KernelAttacher) Reconnect(ctx context.Context, d Device, dial Dialer) error {
+	idx, err := nbdIndex(d.Path)
+	if err != nil {
+		return err
+	}
+	conns, info, err := k.dial(ctx, dial)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	cfg := k.config(info)
+	cfg.Index = idx
+	return nbd.KernelReconfigure(idx, cfg, conns...)
+}
+
 // dial opens the connections; on error, those returned are still to close.
 func (k KernelAttacher) dial(ctx context.Context, dial Dialer) ([]net.Conn, nbd.ExportInfo, error) {
 	c, info, err := dial(ctx)

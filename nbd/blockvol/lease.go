@@ -33,6 +33,8 @@ type lease struct {
 	lost     bool
 	why      string // why it was lost, for Get's Status
 	device   Device // released when the server no longer holds the attachment
+	export   string // the NBD export name, to connect again after a daemon restart
+	instance string // the daemon's run, as last reported
 }
 
 // remaining is the time a grant or renewal left: what the server says, or
@@ -103,6 +105,32 @@ func (l *lease) setDevice(d Device) bool {
 	return true
 }
 
+// setExport records the export name, for reconnecting after a restart.
+func (l *lease) setExport(export string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.export = export
+}
+
+// sawInstance records the daemon's run named in an answer and reports
+// whether it differs from the one seen before (the daemon restarted).
+func (l *lease) sawInstance(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	changed := id != "" && l.instance != "" && id != l.instance
+	if id != "" {
+		l.instance = id
+	}
+	return changed
+}
+
+// reconnectTarget is what reconnecting needs: the device and export.
+func (l *lease) reconnectTarget() (Device, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.device, l.export
+}
+
 // takeDevice returns the device to release, once.
 func (l *lease) takeDevice() Device {
 	l.mu.Lock()
@@ -144,6 +172,7 @@ func (b *Backend) startRenewal(name string, granted apiclient.Lease, dev Device)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &lease{name: name, stop: cancel, done: make(chan struct{}), device: dev}
 	l.update(b.cfg.Now(), granted)
+	l.sawInstance(granted.Instance)
 	b.putLease(l)
 	go b.renewLoop(ctx, l)
 	return l
@@ -226,6 +255,9 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 		if l.update(now, got) {
 			log.WithField("expires", got.Expires.Format(time.RFC3339)).Warn("lease renewed again after it was lost")
 		}
+		if l.sawInstance(got.Instance) {
+			b.reconnect(ctx, l, log)
+		}
 		return true, false
 	}
 	if errors.Is(err, apiclient.ErrNotFound) {
@@ -237,6 +269,29 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 	}
 	log.WithError(err).Warn("lease renewal failed; retrying")
 	return false, false
+}
+
+// reconnect gives the device new connections after the daemon restarted
+// (which closed the old ones). Attachers that reconnect on their own, or
+// cannot, are left alone.
+func (b *Backend) reconnect(ctx context.Context, l *lease, log logrus.FieldLogger) {
+	r, ok := b.cfg.Attacher.(Reconnector)
+	dev, export := l.reconnectTarget()
+	if !ok || dev.Path == "" || export == "" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, undoTimeout)
+	defer cancel()
+	addr, err := b.nbdAddr(cctx)
+	if err == nil {
+		err = r.Reconnect(cctx, dev, b.dialer(addr, export))
+	}
+	log = log.WithField("device", dev.Path)
+	if err != nil {
+		log.WithError(err).Error("the storage daemon restarted; reconnecting the device failed: its I/O fails once the kernel's dead-connection timeout passes")
+		return
+	}
+	log.Warn("the storage daemon restarted; device reconnected")
 }
 
 // fence handles an attachment the server no longer holds: the lease is

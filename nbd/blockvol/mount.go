@@ -64,7 +64,8 @@ func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	}
 	op.undos = append(op.undos, func(ctx context.Context) error { return b.detach(ctx, op.name) })
 	// Renew from now on: formatting and mounting may outlast the lease.
-	l := b.startRenewal(op.name, apiclient.Lease{Expires: g.Expires, ExpiresInMS: g.ExpiresInMS}, Device{})
+	l := b.startRenewal(op.name, apiclient.Lease{Expires: g.Expires, ExpiresInMS: g.ExpiresInMS, Instance: g.Instance}, Device{})
+	l.setExport(g.Export)
 	op.undos = append(op.undos, func(context.Context) error { b.stopRenewal(op.name); return nil })
 	dev, err := b.attachDevice(ctx, op.name, op.addr, g.Export)
 	if err != nil {
@@ -196,7 +197,7 @@ func (b *Backend) Resume(ctx context.Context, name string, _ backend.Options, _ 
 		l = apiclient.Lease{Expires: b.cfg.Now()} // unknown: retry soon
 		rerr = fmt.Errorf("resume volume %q: renewing the lease: %w", name, b.mapErr(rerr))
 	}
-	b.startRenewal(name, l, Device{Path: m.Device, Method: m.Method})
+	b.startRenewal(name, l, Device{Path: m.Device, Method: m.Method}).setExport(m.Export)
 	if err != nil {
 		return fmt.Errorf("resume volume %q: %w", name, err)
 	}

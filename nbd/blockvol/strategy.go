@@ -54,3 +54,18 @@ func (s Strategies) Detach(ctx context.Context, d Device) error {
 	}
 	return a.Detach(ctx, d)
 }
+
+var _ Reconnector = Strategies{}
+
+// Reconnect implements Reconnector with the strategy that made d, when it
+// can reconnect; one that reconnects by itself (userspace) needs nothing.
+func (s Strategies) Reconnect(ctx context.Context, d Device, dial Dialer) error {
+	m := d.Method
+	if m == "" {
+		m = MethodKernel
+	}
+	if r, ok := s.ByMethod[m].(Reconnector); ok {
+		return r.Reconnect(ctx, d, dial)
+	}
+	return nil
+}

@@ -32,6 +32,8 @@ type API struct {
 	timeout time.Duration
 	nbdAddr string // answered by GET /healthz
 	mux     *http.ServeMux
+	// metricsHandler serves GET /metrics when set (WithMetrics).
+	metricsHandler http.Handler
 }
 
 // APIOption sets an optional part of the API.
@@ -41,6 +43,12 @@ type APIOption func(*API)
 // on, so that plugins learn where to connect from the API address alone.
 func WithNBDAddr(addr net.Addr) APIOption {
 	return func(a *API) { a.nbdAddr = FormatAddr(addr) }
+}
+
+// WithMetrics serves GET /metrics with h (a Prometheus handler) instead
+// of the built-in volume and attachment counts.
+func WithMetrics(h http.Handler) APIOption {
+	return func(a *API) { a.metricsHandler = h }
 }
 
 // FormatAddr writes a listener address the way --nbd-listen takes it:
@@ -60,7 +68,11 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 		o(a)
 	}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
-	a.mux.HandleFunc("GET /metrics", a.metrics)
+	if a.metricsHandler != nil {
+		a.mux.Handle("GET /metrics", a.metricsHandler)
+	} else {
+		a.mux.HandleFunc("GET /metrics", a.metrics)
+	}
 	a.mux.HandleFunc("POST /v1/volumes", a.create)
 	a.mux.HandleFunc("GET /v1/volumes", a.list)
 	a.mux.HandleFunc("GET /v1/volumes/{name}", a.get)

@@ -28,12 +28,18 @@ type Grant struct {
 	Expires     time.Time `json:"expires"`
 	ExpiresInMS int64     `json:"expires_in_ms"`
 	Fenced      []string  `json:"fenced,omitempty"`
+	// Instance names this run of the daemon (see Lease).
+	Instance string `json:"instance,omitempty"`
 }
 
 // Lease answers a renew, as in Grant.
 type Lease struct {
 	Expires     time.Time `json:"expires"`
 	ExpiresInMS int64     `json:"expires_in_ms"`
+	// Instance names this run of the daemon: when it differs from the one
+	// seen before, the daemon restarted and closed every NBD connection, so
+	// the client must connect again (the export name stays valid).
+	Instance string `json:"instance,omitempty"`
 }
 
 func checkNodeName(node string) error {
@@ -84,9 +90,13 @@ func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) 
 		if r.Mode == state.ModeRW {
 			fenced = append(fenced, r.Node)
 		}
+		if r.Node != req.Node {
+			s.counts.takeovers.Add(1)
+		}
 	}
+	s.counts.attaches.Add(1)
 	return Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires,
-		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced}, nil
+		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced, Instance: s.instance}, nil
 }
 
 // checkAttachable refuses a read-write attach of a volume with clones.
@@ -113,7 +123,8 @@ func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error)
 	if err != nil {
 		return Lease{}, err
 	}
-	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now))}, nil
+	s.counts.renewals.Add(1)
+	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance}, nil
 }
 
 // Detach removes node's attachment of volume and closes its connections.

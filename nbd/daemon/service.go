@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,6 +55,27 @@ type Service struct {
 	images  map[string]*qcow2.Image
 	exports map[string]*nbd.Export // by export name
 	closed  bool
+	// instance names this run of the daemon: a client that sees it change
+	// knows its NBD connections were closed by a restart and dials again.
+	instance string
+	counts   counters
+}
+
+// counters count what the attachments went through, for metrics.
+type counters struct {
+	attaches, renewals, takeovers atomic.Uint64
+}
+
+// Counters is a snapshot of the service's counters.
+type Counters struct {
+	Attaches  uint64 // attachments issued
+	Renewals  uint64 // leases renewed
+	Takeovers uint64 // attachments of other nodes taken over (lapsed leases)
+}
+
+// Counters returns the service's counters.
+func (s *Service) Counters() Counters {
+	return Counters{Attaches: s.counts.attaches.Load(), Renewals: s.counts.renewals.Load(), Takeovers: s.counts.takeovers.Load()}
 }
 
 var _ nbd.Exports = (*Service)(nil)
@@ -93,7 +115,7 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
-		images: map[string]*qcow2.Image{}, exports: map[string]*nbd.Export{}}
+		images: map[string]*qcow2.Image{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16]}
 	if err := s.sweep(); err != nil {
 		reg.Close()
 		return nil, err
