@@ -29,6 +29,13 @@ type Daemon struct {
 // in logPath, and registers its shutdown with t.
 func StartDaemon(t testing.TB, logPath string, argv ...string) *Daemon {
 	t.Helper()
+	return startDaemon(t, t, logPath, argv...)
+}
+
+// startDaemon is StartDaemon with the shutdown registered with owner, which
+// may outlive t (a daemon restarted by a subtest serves the whole test).
+func startDaemon(t, owner testing.TB, logPath string, argv ...string) *Daemon {
+	t.Helper()
 	log, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +49,7 @@ func StartDaemon(t testing.TB, logPath string, argv ...string) *Daemon {
 	}
 	d := &Daemon{Name: argv[0], LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.exited) }()
-	t.Cleanup(d.Stop)
+	owner.Cleanup(d.Stop)
 	return d
 }
 

@@ -22,7 +22,8 @@ type NetvolServer struct {
 	Token            string // bearer token of the control API
 	TokenFile        string
 	*Daemon
-	args []string
+	args  []string
+	owner testing.TB // the test the server serves; it stops the server
 }
 
 // StartNetvolServer starts the freshly built netvol as a storage daemon on
@@ -32,7 +33,7 @@ func StartNetvolServer(t testing.TB, extra ...string) *NetvolServer {
 	t.Helper()
 	dir := t.TempDir()
 	s := &NetvolServer{NBDPort: FreePort(t), APIPort: FreePort(t), DataDir: filepath.Join(dir, "data"),
-		TokenFile: filepath.Join(dir, "token")}
+		TokenFile: filepath.Join(dir, "token"), owner: t}
 	s.args = append([]string{NetvolBinary(t), "server", "--data", s.DataDir, "--token-file", s.TokenFile,
 		"--nbd-listen", fmt.Sprintf("127.0.0.1:%d", s.NBDPort), "--api-listen", fmt.Sprintf("127.0.0.1:%d", s.APIPort)}, extra...)
 	s.start(t, filepath.Join(dir, "server.log"))
@@ -46,7 +47,7 @@ func StartNetvolServer(t testing.TB, extra ...string) *NetvolServer {
 
 func (s *NetvolServer) start(t testing.TB, log string) {
 	t.Helper()
-	s.Daemon = StartDaemon(t, log, s.args...)
+	s.Daemon = startDaemon(t, s.owner, log, s.args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for {
@@ -64,7 +65,8 @@ func (s *NetvolServer) start(t testing.TB, log string) {
 }
 
 // Restart starts the server again with the same data, ports and token
-// (after Stop or Kill).
+// (after Stop or Kill); it runs until the test that started it ends, also
+// when t is a subtest.
 func (s *NetvolServer) Restart(t testing.TB) { s.start(t, s.LogPath) }
 
 func (s *NetvolServer) health(ctx context.Context) (string, error) {
