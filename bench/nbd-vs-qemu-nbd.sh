@@ -28,10 +28,15 @@
 #                       qemu-img bench has no random mode)
 #     Read4KRandom      4 KiB reads, depth 32, the same scattered step
 #   A written image is filled through the same server with 1 MiB writes
-#   before the timed run.
-# - qemu-nbd 7.2 over TCP stalls at depth 32 (Nagle and delayed ACK: a few
-#   hundred requests/s), so it gets QEMU_TCP_COUNT requests there instead of
-#   the workload's count; rates are per second, so the figures compare.
+#   before the timed run. Two more rows read a fresh image nothing was
+#   written to, where a server may answer without sending data:
+#     Read1MUnwritten   1 MiB reads, depth 8, fresh 256 MiB image
+#     Read4KUnwritten   4 KiB reads, depth 32, scattered, fresh 256 MiB image
+# - qemu-nbd 7.2 over TCP stalls when its replies are small (Nagle and
+#   delayed ACK: a few hundred requests/s): at depth 32, and for reads of
+#   unwritten data, whose replies carry no data. There it gets
+#   QEMU_TCP_COUNT requests instead of the workload's count; rates are per
+#   second, so the figures compare.
 #
 # Usage: bench/nbd-vs-qemu-nbd.sh        (REPS=3 by default)
 #        REPS=5 TRANSPORTS=unix bench/nbd-vs-qemu-nbd.sh
@@ -176,12 +181,15 @@ run_qemu() {
 }
 
 # name imgsize(bytes, 0: count*step) filled size step rw depth count
+# stall(y: qemu-nbd over TCP stalls, give it QEMU_TCP_COUNT requests)
 workloads=(
-  "Write1MSeq $((1 << 30)) fresh 1048576 1048576 w 8 1024"
-  "Read1MSeq $((256 << 20)) filled 1048576 1048576 r 8 2048"
-  "Write4KFresh 0 fresh 4096 65536 w 32 30000"
-  "Write4KOverwrite $((256 << 20)) filled 4096 165900288 w 32 50000"
-  "Read4KRandom $((256 << 20)) filled 4096 165900288 r 32 50000"
+  "Write1MSeq $((1 << 30)) fresh 1048576 1048576 w 8 1024 n"
+  "Read1MSeq $((256 << 20)) filled 1048576 1048576 r 8 2048 n"
+  "Write4KFresh 0 fresh 4096 65536 w 32 30000 y"
+  "Write4KOverwrite $((256 << 20)) filled 4096 165900288 w 32 50000 y"
+  "Read4KRandom $((256 << 20)) filled 4096 165900288 r 32 50000 y"
+  "Read1MUnwritten $((256 << 20)) fresh 1048576 1048576 r 8 2048 y"
+  "Read4KUnwritten $((256 << 20)) fresh 4096 165900288 r 32 50000 y"
 )
 
 for t in $TRANSPORTS; do
@@ -192,7 +200,7 @@ log "qemu-nbd $qver, $REPS repetitions, transports $TRANSPORTS, in $work ($(stat
 n=0
 for rep in $(seq 1 "$REPS"); do
   for w in "${workloads[@]}"; do
-    read -r name imgsize filled size step rw depth count <<<"$w"
+    read -r name imgsize filled size step rw depth count stall <<<"$w"
     if [ "$imgsize" = 0 ]; then imgsize=$((count * step)); fi
     for t in $TRANSPORTS; do
       sides=(qemu-nbd netvol)
@@ -203,7 +211,7 @@ for rep in $(seq 1 "$REPS"); do
           r=$(run_netvol "$t" "bench$n" "$imgsize" "$filled" "$size" "$step" "$rw" "$depth" "$count")
         else
           c=$count
-          if [ "$t" = tcp ] && [ "$depth" -ge 32 ]; then c=$QEMU_TCP_COUNT; fi
+          if [ "$t" = tcp ] && [ "$stall" = y ]; then c=$QEMU_TCP_COUNT; fi
           r=$(run_qemu "$t" "$imgsize" "$filled" "$size" "$step" "$rw" "$depth" "$c")
         fi
         echo "$t/$name/d=$depth $side $rep $r" >>"$results"

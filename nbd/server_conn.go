@@ -37,6 +37,14 @@ type serverConn struct {
 	slots    chan struct{} // bounds requests in flight
 	budget   *byteBudget   // bounds their buffers
 	inflight sync.WaitGroup
+	jobs     chan job // requests for idle workers; closed when transmit ends
+	workers  int      // workers started; used by the transmit goroutine only
+}
+
+// job is a request ready to run, with its WRITE payload.
+type job struct {
+	q       request
+	payload []byte
 }
 
 // maxConnBuffered bounds the READ and WRITE buffers one connection's
@@ -81,6 +89,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		br:     bufio.NewReaderSize(nc, 64<<10),
 		slots:  make(chan struct{}, s.maxInFlight()),
 		budget: newByteBudget(maxConnBuffered),
+		jobs:   make(chan job),
 	}
 }
 
@@ -98,6 +107,7 @@ func (c *serverConn) serve() {
 		c.srv.stats.connected(1)
 		c.setDeadline(time.Time{})
 		err = c.transmit()
+		close(c.jobs)
 		c.inflight.Wait()
 		c.srv.stats.connected(-1)
 	}
@@ -156,8 +166,8 @@ func (c *serverConn) setDeadline(t time.Time) {
 }
 
 // transmit reads requests until NBD_CMD_DISC, a broken stream or stop, and
-// hands each to a goroutine; at most MaxInFlight run at once. A nil error
-// means a clean end.
+// hands each to a worker goroutine; at most MaxInFlight run at once. A nil
+// error means a clean end.
 func (c *serverConn) transmit() error {
 	c.bw = bufio.NewWriterSize(c.nc, 64<<10)
 	var hdr [requestLen]byte
@@ -198,8 +208,35 @@ func (c *serverConn) dispatch(q request) error {
 		return err
 	}
 	c.inflight.Add(1)
-	go c.handle(q, payload)
+	c.run(job{q: q, payload: payload})
 	return nil
+}
+
+// run hands j to an idle worker, starting a new one while fewer than
+// MaxInFlight exist. Workers live as long as the connection, so the stack a
+// request needs is grown once per worker, not once per request (a goroutine
+// per request spent about a tenth of the server's CPU growing stacks). The
+// blocking send cannot wait for ever: j holds one of the MaxInFlight slots,
+// so at least one worker is not inside handle and comes back for work.
+func (c *serverConn) run(j job) {
+	select {
+	case c.jobs <- j:
+		return
+	default:
+	}
+	if c.workers < cap(c.slots) {
+		c.workers++
+		go c.work(j)
+		return
+	}
+	c.jobs <- j
+}
+
+// work runs j, then every job it is handed until the connection ends.
+func (c *serverConn) work(j job) {
+	for ok := true; ok; j, ok = <-c.jobs {
+		c.handle(j.q, j.payload)
+	}
 }
 
 // refuse answers a request that failed the checks, after dropping its
