@@ -9,11 +9,7 @@ import (
 // KernelAvailable agrees with /sys/module/nbd: the driver is there exactly
 // when the module is loaded or built in (both show under /sys/module).
 func TestKernelAvailable(t *testing.T) {
-	if s, err := openGenl(); err != nil {
-		t.Skipf("no generic netlink here: %v", err)
-	} else {
-		s.close()
-	}
+	needGenl(t).close()
 	err := KernelAvailable()
 	_, statErr := os.Stat("/sys/module/nbd")
 	switch {
