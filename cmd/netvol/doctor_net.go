@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/netvol/netvol/nbd/apiclient"
+	"github.com/netvol/netvol/nbd/blockvol"
 	"github.com/netvol/netvol/nbd/daemon"
 )
 
@@ -158,7 +159,7 @@ func (d *doctor) nbdAddrCheck(ctx context.Context, apiServer string, hp healthPr
 			return problem(statusWarn, name, "not checked: the storage daemon did not say where it serves NBD", "see storage daemon")
 		}
 		var err error
-		if addr, err = nbdDialAddr(apiServer, hp.health.NBD); err != nil {
+		if addr, err = blockvol.DeriveNBDAddr(apiServer, hp.health.NBD); err != nil {
 			return problem(statusFail, name, err.Error(), nbdFix)
 		}
 		how = "the API's host and the port the daemon reports"
@@ -173,27 +174,6 @@ func (d *doctor) nbdAddrCheck(ctx context.Context, apiServer string, hp healthPr
 	}
 	conn.Close()
 	return passed(name, fmt.Sprintf("the NBD server at %s accepts connections (%s)", addr, how))
-}
-
-// nbdDialAddr is where the plugin dials NBD (as package blockvol derives
-// it): a unix socket as reported, else the API's host with the reported
-// port, since the daemon often listens on 0.0.0.0 or loopback.
-func nbdDialAddr(apiServer, reported string) (string, error) {
-	if reported == "" {
-		return "", errors.New("the storage daemon does not report its NBD address (an older netvol server?)")
-	}
-	if strings.HasPrefix(reported, "unix:") {
-		return reported, nil
-	}
-	_, port, err := net.SplitHostPort(reported)
-	if err != nil || port == "" {
-		return "", fmt.Errorf("the storage daemon reports the NBD address %q: want host:port or unix:/path", reported)
-	}
-	host := apiServer
-	if h, _, err := net.SplitHostPort(apiServer); err == nil {
-		host = h
-	}
-	return net.JoinHostPort(host, port), nil
 }
 
 // nfsServerChecks: the export answers the nfs backend's List.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"text/tabwriter"
 	"time"
 )
@@ -25,22 +24,6 @@ func writeJSON(w io.Writer, v any) error {
 // newTable returns a tabwriter for columns separated by tabs; Flush it.
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-}
-
-// humanSize writes n bytes with a binary unit: 512B, 1GiB, 1.5GiB.
-func humanSize(n int64) string {
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	if n < 1024 {
-		return fmt.Sprintf("%dB", n)
-	}
-	f, i := float64(n)/1024, 0
-	for f >= 1024 && i < len(units)-1 {
-		f, i = f/1024, i+1
-	}
-	if f == math.Trunc(f) {
-		return fmt.Sprintf("%.0f%s", f, units[i])
-	}
-	return fmt.Sprintf("%.1f%s", f, units[i])
 }
 
 // shortTime is a time in a table: UTC, to the minute.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/netvol/netvol/internal/units"
+	"github.com/netvol/netvol/nbd/blockvol"
 	"github.com/netvol/netvol/volume"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -179,25 +181,12 @@ func printVolumeTable(w io.Writer, vols []volumeInfo, now time.Time) error {
 	for _, vol := range vols {
 		size, alloc := "-", "-"
 		if vol.Type == backend.TypeNBD {
-			size, alloc = humanSize(vol.Size), humanSize(vol.Allocated)
+			size, alloc = units.HumanSize(vol.Size), units.HumanSize(vol.Allocated)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", vol.Name, vol.Type, size, alloc,
-			orDash(attachedList(vol, now)), shortTime(vol.CreatedAt))
+			orDash(blockvol.AttachedList(vol.Attachments)), shortTime(vol.CreatedAt))
 	}
 	return tw.Flush()
-}
-
-// attachedList is "node(mode)" per attachment, lapsed leases marked.
-func attachedList(vol volumeInfo, now time.Time) string {
-	parts := make([]string, 0, len(vol.Attachments))
-	for _, a := range vol.Attachments {
-		s := a.Node + "(" + a.Mode
-		if !a.Expires.After(now) {
-			s += ", lapsed"
-		}
-		parts = append(parts, s+")")
-	}
-	return strings.Join(parts, ",")
 }
 
 func (v *volumeCmd) inspectCommand() *cobra.Command {
@@ -303,7 +292,7 @@ func inspectFields(vol volumeInfo) [][2]string {
 		{"Attachments", strconv.Itoa(len(vol.Attachments))}}...)
 }
 
-func bytesString(n int64) string { return fmt.Sprintf("%s (%d bytes)", humanSize(n), n) }
+func bytesString(n int64) string { return fmt.Sprintf("%s (%d bytes)", units.HumanSize(n), n) }
 
 func idString(id *int64) string {
 	if id == nil {

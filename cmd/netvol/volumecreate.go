@@ -227,12 +227,12 @@ func (v *volumeCmd) runResize(cmd *cobra.Command, name, arg string) error {
 		size = cur.Size + n
 	}
 	if size < cur.Size {
-		return fmt.Errorf("resize %q to %s: the volume has %s already, and volumes only grow", name, humanSize(size), humanSize(cur.Size))
+		return fmt.Errorf("resize %q to %s: the volume has %s already, and volumes only grow", name, units.HumanSize(size), units.HumanSize(cur.Size))
 	}
 	info, err := s.Resize(ctx, name, size)
 	if err != nil {
 		return err
 	}
 	return v.printChanged(cmd, info, fmt.Sprintf("%s: %s -> %s (the ext4 file system inside keeps its size)",
-		name, humanSize(cur.Size), humanSize(info.Size)))
+		name, units.HumanSize(cur.Size), units.HumanSize(info.Size)))
 }

@@ -45,3 +45,12 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+func TestHumanSize(t *testing.T) {
+	for n, want := range map[int64]string{0: "0B", 512: "512B", 1024: "1KiB", 1536: "1.5KiB",
+		1 << 30: "1GiB", 10 << 30: "10GiB", 1<<40 + 1<<39: "1.5TiB", 1 << 62: "4EiB"} {
+		if got := HumanSize(n); got != want {
+			t.Errorf("HumanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -178,22 +178,13 @@ func TestDeriveNBDAddr(t *testing.T) {
 		{"storage-1", "[::]:10809", "storage-1:10809"},
 		{"10.0.0.5:10810", "unix:/run/netvol/nbd.sock", "unix:/run/netvol/nbd.sock"},
 	} {
-		if got, err := deriveNBDAddr(tc.api, tc.reported); err != nil || got != tc.want {
-			t.Errorf("deriveNBDAddr(%q, %q) = %q, %v; want %q", tc.api, tc.reported, got, err, tc.want)
+		if got, err := DeriveNBDAddr(tc.api, tc.reported); err != nil || got != tc.want {
+			t.Errorf("DeriveNBDAddr(%q, %q) = %q, %v; want %q", tc.api, tc.reported, got, err, tc.want)
 		}
 	}
 	for _, reported := range []string{"", "garbage", "unix:relative", "host:"} {
-		if got, err := deriveNBDAddr("h:1", reported); err == nil {
-			t.Errorf("deriveNBDAddr(%q) = %q", reported, got)
-		}
-	}
-}
-
-func TestHumanSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "0B", 512: "512B", 1024: "1KiB", 1536: "1.5KiB",
-		1 << 30: "1GiB", 10 << 30: "10GiB", 1<<40 + 1<<39: "1.5TiB", 1 << 62: "4EiB"} {
-		if got := humanSize(n); got != want {
-			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		if got, err := DeriveNBDAddr("h:1", reported); err == nil {
+			t.Errorf("DeriveNBDAddr(%q) = %q", reported, got)
 		}
 	}
 }

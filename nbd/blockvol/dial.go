@@ -21,14 +21,14 @@ func (b *Backend) nbdAddr(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", b.mapErr(err)
 	}
-	return deriveNBDAddr(b.cfg.API.Server(), h.NBD)
+	return DeriveNBDAddr(b.cfg.API.Server(), h.NBD)
 }
 
-// deriveNBDAddr combines the API's host with the NBD port the daemon
+// DeriveNBDAddr is where the plugin dials NBD: it combines the API's host with the NBD port the daemon
 // reports: the daemon knows its listening address (often 0.0.0.0 or a
 // loopback one), the plugin knows the name it reached the daemon by. A unix
 // socket is used as it is.
-func deriveNBDAddr(apiServer, reported string) (string, error) {
+func DeriveNBDAddr(apiServer, reported string) (string, error) {
 	if reported == "" {
 		return "", errors.New("the storage server does not report its NBD address (an older netvol server?): configure the NBD address")
 	}
