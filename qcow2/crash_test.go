@@ -24,13 +24,17 @@ import (
 // Protocol on the child's stdout, one line per event, written unbuffered:
 //
 //	S g i            writer g is starting its operation i
+//	D g i            writer g's operation i returned (was acknowledged)
 //	F c0 c1 ... cN   a Flush succeeded; writer g had completed c_g operations
 //	                 before that Flush began
 //
 // Every writer owns its own byte range of the disk (ranges share clusters at
 // their edges) and draws its operations from its own seeded generator, so the
-// parent can replay them. Operations [c_g, last started] of writer g may or
-// may not have reached the image; the bytes they touch are not checked.
+// parent can replay them. Read without the intent log (read-only, or by
+// qemu), operations [c_g, last started] of writer g may or may not have
+// reached the image; the bytes they touch are not checked. Opened for
+// writing on the same boot, the image replays its intent log, and then every
+// acknowledged operation must be there.
 const (
 	crashChildEnv = "QCOW2_CRASH_CHILD"
 	crashSeedEnv  = "QCOW2_CRASH_SEED"
@@ -140,6 +144,7 @@ func TestCrashChild(t *testing.T) {
 					os.Exit(2)
 				}
 				completed[g].Store(i + 1)
+				say("D %d %d", g, i)
 				if r.Intn(40) == 0 {
 					flush()
 				}
@@ -247,7 +252,7 @@ func crashRound(t *testing.T, exe string, seed, cs int64) {
 	}
 
 	// Parse what the child reported.
-	var flushedN, started [crashWriters]int64
+	var flushedN, doneN, started [crashWriters]int64
 	for g := range started {
 		started[g] = -1
 	}
@@ -259,6 +264,10 @@ func crashRound(t *testing.T, exe string, seed, cs int64) {
 			g, _ := strconv.Atoi(f[1])
 			i, _ := strconv.ParseInt(f[2], 10, 64)
 			started[g] = max(started[g], i)
+		case len(f) == 3 && f[0] == "D":
+			g, _ := strconv.Atoi(f[1])
+			i, _ := strconv.ParseInt(f[2], 10, 64)
+			doneN[g] = max(doneN[g], i+1)
 		case len(f) == crashWriters+1 && f[0] == "F":
 			nFlush++
 			for g := range flushedN {
@@ -267,29 +276,34 @@ func crashRound(t *testing.T, exe string, seed, cs int64) {
 			}
 		}
 	}
-	t.Logf("killed after %d flushes; ops flushed %v, last started %v", nFlush, flushedN, started)
+	t.Logf("killed after %d flushes; ops flushed %v, acknowledged %v, last started %v", nFlush, flushedN, doneN, started)
 
-	// Expected contents, and which bytes are uncertain.
-	want := pre
-	unsure := make([]bool, crashDiskSize)
-	for g := 0; g < crashWriters; g++ {
-		ops := newCrashOps(seed, g)
-		b := regionBase(g)
-		for i := int64(0); i <= started[g]; i++ {
-			op := ops.next()
-			if i >= flushedN[g] {
-				for j := b + op.off; j < b+op.off+op.n; j++ {
-					unsure[j] = true
+	// Expected contents when every operation before sure[g] is in, and
+	// which bytes are uncertain.
+	model := func(sure [crashWriters]int64) (want []byte, unsure []bool) {
+		want = bytes.Clone(pre)
+		unsure = make([]bool, crashDiskSize)
+		for g := 0; g < crashWriters; g++ {
+			ops := newCrashOps(seed, g)
+			b := regionBase(g)
+			for i := int64(0); i <= started[g]; i++ {
+				op := ops.next()
+				if i >= sure[g] {
+					for j := b + op.off; j < b+op.off+op.n; j++ {
+						unsure[j] = true
+					}
+					continue
 				}
-				continue
-			}
-			if op.discard {
-				clear(want[b+op.off : b+op.off+op.n])
-			} else {
-				copy(want[b+op.off:], op.data())
+				if op.discard {
+					clear(want[b+op.off : b+op.off+op.n])
+				} else {
+					copy(want[b+op.off:], op.data())
+				}
 			}
 		}
+		return want, unsure
 	}
+	want, unsure := model(flushedN)
 
 	out, code := run(t, "qemu-img", "check", "-f", "qcow2", path)
 	if code != 0 && code != 3 {
@@ -333,7 +347,8 @@ func crashRound(t *testing.T, exe string, seed, cs int64) {
 		return got
 	}
 	check("netvol read-only after crash", readAll(&OpenOptions{ReadOnly: true}))
-	check("netvol read-write (repair) after crash", readAll(nil))
+	want, unsure = model(doneN)
+	check("netvol read-write (repair, intent log replayed) after crash", readAll(nil))
 	checkClean(t, path)
 	rawPath := filepath.Join(dir, "crash.raw")
 	mustRun(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, rawPath)

@@ -45,4 +45,31 @@
 // A writable Open sets the header's dirty bit (incompatible feature bit 0) and
 // Close clears it. Opening an image whose dirty bit is set rebuilds the
 // refcounts from the tables, which repairs the clusters a crash leaked.
+//
+// # Acknowledged writes and crashes
+//
+// The ordered write-back makes flushed data survive any crash. Writes
+// acknowledged since the last Flush need more, because the table entries
+// that point at newly allocated clusters live in memory until then:
+//
+//   - A crash of the process (SIGKILL, a panic) keeps the page cache. Every L2
+//     entry change is appended, before the write returns, to an intent log
+//     beside the image (<image>.wal, see WALPath), in the page cache only, never
+//     synced. The data itself was written to the file before the entry
+//     changed. Open on the same boot replays the log on top of the durable
+//     tables, writes them back and recounts the references, so every
+//     acknowledged write is there. The log is emptied after every write-back
+//     and removed by Close. The image file is never written out of order for
+//     it, so a power cut still finds only what the ordered write-back made
+//     durable.
+//   - A crash of the machine loses the page cache and with it what was not
+//     flushed. The log names the boot that opened the image (and is synced
+//     when created); Open on another boot ignores the records and
+//     LostWrites reports true (CheckLostWrites asks without opening).
+//     Whoever served the image must then not let its clients believe that
+//     their unflushed writes are durable: the storage daemon fails their
+//     flushes.
+//
+// A failed fdatasync is remembered: Linux reports a writeback error only
+// once, so every later Flush and write fails until the image is reopened.
 package qcow2

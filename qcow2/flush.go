@@ -60,6 +60,14 @@ func (img *Image) flushMetadataLocked() error {
 		img.flushErr = fmt.Errorf("qcow2: %s: metadata write failed, image needs reopening: %w", img.path, err)
 		return img.flushErr
 	}
+	// Every change the log holds is in durable tables now. A log that
+	// cannot be emptied would replay stale entries after a crash.
+	if img.log != nil {
+		if err := img.log.reset(); err != nil {
+			img.flushErr = fmt.Errorf("qcow2: %s: image needs reopening: %w", img.path, err)
+			return img.flushErr
+		}
+	}
 	return nil
 }
 

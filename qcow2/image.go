@@ -19,6 +19,10 @@ type OpenOptions struct {
 	// L2CacheTables is how many L2 tables to keep in memory; 0 means enough to
 	// map 8 GiB of the virtual disk.
 	L2CacheTables int
+	// BootID names the running boot of the machine; empty reads
+	// /proc/sys/kernel/random/boot_id. The intent log is replayed only on
+	// the boot that wrote it (tests set this to act out a power cut).
+	BootID string
 }
 
 // CreateOptions tune Create. The zero value makes a standalone image of 64 KiB
@@ -73,6 +77,15 @@ type Image struct {
 	pending    []uint64 // host clusters to free once the tables are durable
 	freeable   []uint64 // host clusters whose last reference is durably gone
 	flushErr   error    // a failed metadata write poisons the image
+	log        *intentLog
+	// lostWrites: the image was open for writing in an earlier boot and
+	// not closed; what was acknowledged but not flushed then may be gone.
+	lostWrites bool
+
+	// syncErr is the first failed fdatasync: Linux reports a writeback error
+	// once, so every later flush must fail too until the image is reopened.
+	syncErr   atomic.Pointer[error]
+	fdatasync func(fd int) error
 }
 
 // Open opens an existing image and its backing chain.
@@ -117,7 +130,7 @@ func newImage(path string, f *os.File, opts *OpenOptions, depth int) (*Image, er
 		path: path, f: f, readOnly: opts.ReadOnly, hdr: h,
 		clusterBits: h.clusterBits, clusterSize: h.clusterSize(),
 		l2Bits: h.clusterBits - 3, zeroFlag: h.version >= 3,
-		allocating: map[int64]chan struct{}{},
+		allocating: map[int64]chan struct{}{}, fdatasync: unix.Fdatasync,
 	}
 	img.size.Store(int64(h.size))
 	img.fileSize.Store(st.Size())
@@ -133,7 +146,7 @@ func newImage(path string, f *os.File, opts *OpenOptions, depth int) (*Image, er
 		return nil, err
 	}
 	if !opts.ReadOnly {
-		if err := img.openForWriting(st.Size()); err != nil {
+		if err := img.openForWriting(st.Size(), opts.BootID); err != nil {
 			img.closeBacking()
 			return nil, err
 		}
@@ -156,8 +169,9 @@ func (img *Image) loadL1() error {
 }
 
 // openForWriting checks the image is one this package may write, repairs it
-// if its last writer did not close it, and marks it dirty.
-func (img *Image) openForWriting(fileSize int64) error {
+// if its last writer did not close it, replays its intent log, and marks it
+// dirty.
+func (img *Image) openForWriting(fileSize int64, bootID string) error {
 	h := img.hdr
 	switch {
 	case h.version < 3:
@@ -175,6 +189,9 @@ func (img *Image) openForWriting(fileSize int64) error {
 		if err := img.repair(); err != nil {
 			return fmt.Errorf("qcow2: %s: repairing after an unclean shutdown: %w", img.path, err)
 		}
+	}
+	if err := img.recoverWAL(bootID); err != nil {
+		return err
 	}
 	return img.setDirtyBit(true)
 }
@@ -298,6 +315,14 @@ func (img *Image) Close() error {
 		if err == nil {
 			err = img.flush()
 		}
+		// The log goes before the dirty bit: a crash in between leaves a
+		// dirty image without a log, which Open repairs, never a clean
+		// image with a log that names this boot.
+		if err == nil {
+			err = img.log.remove()
+		} else {
+			img.log.close() // keep it: the next Open replays it
+		}
 		if err == nil {
 			err = img.setDirtyBit(false)
 		}
@@ -329,8 +354,19 @@ func (img *Image) corrupt(field, format string, args ...any) error {
 }
 
 func (img *Image) sync() error {
-	if err := unix.Fdatasync(int(img.f.Fd())); err != nil {
-		return fmt.Errorf("qcow2: %s: fdatasync: %w", img.path, err)
+	if p := img.syncErr.Load(); p != nil {
+		return *p
+	}
+	if err := img.fdatasync(int(img.f.Fd())); err != nil {
+		err = fmt.Errorf("qcow2: %s: fdatasync failed, writes since the last flush may be lost; the image needs reopening: %w", img.path, err)
+		img.syncErr.CompareAndSwap(nil, &err)
+		return *img.syncErr.Load()
 	}
 	return nil
 }
+
+// LostWrites reports that the image was open for writing during an earlier
+// boot of the machine and never closed (a power cut, a kernel crash): writes
+// acknowledged then but not flushed may be gone, though everything flushed
+// is intact. Clients that wrote then must not be told their data is durable.
+func (img *Image) LostWrites() bool { return img.lostWrites }

@@ -188,6 +188,9 @@ func (img *Image) checkWrite(off, n int64) error {
 	case off < 0 || n < 0 || off+n > img.Size() || off+n < off:
 		return fmt.Errorf("%w: %d bytes at %d, disk size %d", ErrOutOfRange, n, off, img.Size())
 	}
+	if p := img.syncErr.Load(); p != nil {
+		return *p
+	}
 	img.mu.Lock()
 	err := img.flushErr
 	img.mu.Unlock()

@@ -135,10 +135,16 @@ func (img *Image) tableForWriteLocked(gc int64) (*l2Table, error) {
 	return t, nil
 }
 
-// setEntryLocked stores e for gc, allocating the L2 table if needed.
+// setEntryLocked stores e for gc, allocating the L2 table if needed, and
+// records the change in the intent log. The record comes after the table
+// lookup, whose eviction may write back (and so empty the log), and before
+// the entry changes, so the log never misses a change the tables lack.
 func (img *Image) setEntryLocked(gc int64, e uint64) error {
 	t, err := img.tableForWriteLocked(gc)
 	if err != nil {
+		return err
+	}
+	if err := img.logEntryLocked(gc, e); err != nil {
 		return err
 	}
 	t.entries[gc&(int64(1)<<img.l2Bits-1)] = e
