@@ -14,6 +14,7 @@ type attachmentRecord struct {
 	Expires    time.Time `json:"expires"`
 	Export     string    `json:"export"`
 	TokenHash  TokenHash `json:"token_sha256"`
+	LostWrites bool      `json:"lost_writes,omitempty"`
 }
 
 // exportRef is the value of exports/<export> and tokens/<hash>.
@@ -25,12 +26,12 @@ type exportRef struct {
 
 func newAttachmentRecord(a Attachment) attachmentRecord {
 	return attachmentRecord{V: recordVersion, Mode: a.Mode, Generation: a.Generation,
-		Expires: a.Expires, Export: a.Export, TokenHash: a.TokenHash}
+		Expires: a.Expires, Export: a.Export, TokenHash: a.TokenHash, LostWrites: a.LostWrites}
 }
 
 func (rec attachmentRecord) attachment(volume, node string) Attachment {
 	return Attachment{Volume: volume, Node: node, Mode: rec.Mode, Generation: rec.Generation,
-		Expires: rec.Expires, Export: rec.Export, TokenHash: rec.TokenHash}
+		Expires: rec.Expires, Export: rec.Export, TokenHash: rec.TokenHash, LostWrites: rec.LostWrites}
 }
 
 // AddAttachment records that a.Node attaches volume name in a.Mode with
@@ -252,6 +253,40 @@ func (r *Registry) RestartLeases(expires time.Time) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// MarkLostWrites sets LostWrites on every read-write attachment of the
+// volume, in one transaction, and returns those it marked. The storage
+// daemon calls it when it finds that the volume's image was open for writing
+// when the storage node went down uncleanly, before it serves the image.
+func (r *Registry) MarkLostWrites(name string) ([]Attachment, error) {
+	vk, err := key("volume", name)
+	if err != nil {
+		return nil, err
+	}
+	var marked []Attachment
+	err = r.s.update(func(root *bolt.Bucket) error {
+		b, err := volumeBucket(root, vk)
+		if err != nil {
+			return err
+		}
+		atts, err := readAttachments(b, name)
+		if err != nil {
+			return err
+		}
+		for _, a := range atts {
+			if a.Mode != ModeRW || a.LostWrites {
+				continue
+			}
+			a.LostWrites = true
+			if err := putJSON(b.Bucket(keyAttachments), []byte(a.Node), newAttachmentRecord(a)); err != nil {
+				return err
+			}
+			marked = append(marked, a)
+		}
+		return nil
+	})
+	return marked, err
 }
 
 // RemoveAttachment removes node's attachment and its export name, and

@@ -365,3 +365,42 @@ func TestRestartLeases(t *testing.T) {
 		t.Fatalf("empty registry: %d %v", n, err)
 	}
 }
+
+func TestMarkLostWrites(t *testing.T) {
+	r := attachedVolume(t)
+	_, _, err := r.AddAttachment("v", att("n1", ModeRW, "e1"), t0)
+	must(t, err)
+	must(t, r.CreateVolume(Volume{Name: "w", Size: 1 << 20}))
+	_, _, err = r.AddAttachment("w", att("n2", ModeRO, "e2"), t0)
+	must(t, err)
+	marked, err := r.MarkLostWrites("v")
+	must(t, err)
+	if len(marked) != 1 || marked[0].Node != "n1" || !marked[0].LostWrites {
+		t.Fatalf("marked %+v, want n1's rw attachment", marked)
+	}
+	if marked, err := r.MarkLostWrites("w"); err != nil || len(marked) != 0 {
+		t.Fatalf("read-only attachment marked: %+v, %v", marked, err)
+	}
+	if marked, err := r.MarkLostWrites("v"); err != nil || len(marked) != 0 {
+		t.Fatalf("marked twice: %+v, %v", marked, err)
+	}
+	// The mark is kept by a renewal and read back by every lookup.
+	_, err = r.RenewAttachment("v", "n1", t0.Add(2*lease))
+	must(t, err)
+	a, err := r.FindAttachmentByToken(HashToken("token-e1"))
+	must(t, err)
+	if !a.LostWrites {
+		t.Fatalf("mark lost after renewal: %+v", a)
+	}
+	// A new attachment starts clean.
+	_, err = r.RemoveAttachment("v", "n1")
+	must(t, err)
+	b, _, err := r.AddAttachment("v", att("n1", ModeRW, "e3"), t0)
+	must(t, err)
+	if b.LostWrites {
+		t.Fatalf("new attachment marked: %+v", b)
+	}
+	if _, err := r.MarkLostWrites("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown volume: %v", err)
+	}
+}

@@ -58,6 +58,10 @@ type Attachment struct {
 	Expires    time.Time // wall-clock lease expiry computed by the caller
 	Export     string    // NBD export name issued with the attachment
 	TokenHash  TokenHash // sha256 of the export token; the token is never stored
+	// LostWrites: the storage node went down uncleanly (a power cut) while
+	// this attachment could write, so writes it had not flushed may be gone.
+	// Its flushes fail until it is detached (see MarkLostWrites).
+	LostWrites bool
 }
 
 // Live reports whether the lease is still valid at now.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/netvol/netvol/nbd"
+	"github.com/netvol/netvol/qcow2"
 	"github.com/netvol/netvol/state"
 )
 
@@ -40,6 +41,10 @@ type Lease struct {
 	// seen before, the daemon restarted and closed every NBD connection, so
 	// the client must connect again (the export name stays valid).
 	Instance string `json:"instance,omitempty"`
+	// LostWrites: the storage node went down uncleanly while this
+	// attachment could write; writes it had not flushed may be gone and its
+	// flushes fail. A kernel device should be failed, not reconnected.
+	LostWrites bool `json:"lost_writes,omitempty"`
 }
 
 func checkNodeName(node string) error {
@@ -124,7 +129,8 @@ func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error)
 		return Lease{}, err
 	}
 	s.counts.renewals.Add(1)
-	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance}, nil
+	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance,
+		LostWrites: a.LostWrites}, nil
 }
 
 // Detach removes node's attachment of volume and closes its connections.
@@ -177,10 +183,34 @@ func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.Mode == state.ModeRW && !a.LostWrites {
+		// image may just have marked it.
+		if a, err = s.reg.FindAttachmentByToken(state.HashToken(name[i+1:])); err != nil {
+			return nil, nbd.ErrUnknownExport
+		}
+	}
+	var backend nbd.Backend = img
+	if a.LostWrites {
+		backend = lostWritesBackend{Image: img, volume: a.Volume}
+	}
 	e := &nbd.Export{Name: name, Description: "netvol volume " + a.Volume,
-		Backend: img, ReadOnly: a.Mode != state.ModeRW}
+		Backend: backend, ReadOnly: a.Mode != state.ModeRW}
 	s.exports[name] = e
 	return e, nil
+}
+
+// lostWritesBackend serves an image to an attachment that may have lost
+// writes when the storage node went down uncleanly: every flush (and FUA
+// write) fails, so its client never takes what it wrote before for durable.
+// A kernel client's ext4 aborts its journal on the error; the next mount
+// replays it up to the last flush that really succeeded.
+type lostWritesBackend struct {
+	*qcow2.Image
+	volume string
+}
+
+func (b lostWritesBackend) Flush() error {
+	return fmt.Errorf("volume %q: the storage node went down uncleanly while this attachment could write, and writes it had not flushed may be lost; flushes fail until the volume is detached and attached again", b.volume)
 }
 
 // List implements nbd.Exports: the volumes by name. Those are not export

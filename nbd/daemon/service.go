@@ -33,6 +33,7 @@ const (
 	registryFile = "registry.db"
 	volumesDir   = "volumes"
 	imageExt     = ".qcow2"
+	walExt       = ".wal" // the image's intent log: qcow2.WALPath
 	tmpPrefix    = ".tmp-"
 )
 
@@ -42,7 +43,10 @@ type Config struct {
 	MaxVolumeSize int64              // bytes; 0 means DefaultMaxVolumeSize
 	LeaseTTL      time.Duration      // 0 means DefaultLeaseTTL
 	Now           func() time.Time   // lease clock; nil means the daemon's own (see lease.go)
-	Log           logrus.FieldLogger // start-up sweep and lease restore only; nil discards
+	Log           logrus.FieldLogger // start-up sweep, lease restore, lost writes; nil discards
+	// BootID names the storage node's running boot; "" reads the kernel's.
+	// Images left open by another boot may have lost unflushed writes.
+	BootID string
 }
 
 // Service is the storage daemon's state: registry, images and exports. It
@@ -144,7 +148,8 @@ func (s *Service) sweep() error {
 	}
 	for _, e := range entries {
 		n := e.Name()
-		if !strings.HasPrefix(n, tmpPrefix) && (!strings.HasSuffix(n, imageExt) || known[n]) {
+		image := strings.TrimSuffix(n, walExt)
+		if !strings.HasPrefix(n, tmpPrefix) && (!strings.HasSuffix(image, imageExt) || known[image]) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, n)); err != nil {
@@ -218,6 +223,8 @@ type Attachment struct {
 	Generation  uint64    `json:"generation"`
 	Expires     time.Time `json:"expires"`
 	ExpiresInMS int64     `json:"expires_in_ms"`
+	// LostWrites: see state.Attachment; its flushes fail until it detaches.
+	LostWrites bool `json:"lost_writes,omitempty"`
 }
 
 func (s *Service) volume(v state.Volume) Volume {
@@ -230,7 +237,7 @@ func (s *Service) volume(v state.Volume) Volume {
 	now := s.cfg.Now()
 	for _, a := range v.Attachments {
 		out.Attachments = append(out.Attachments, Attachment{Node: a.Node, Mode: string(a.Mode),
-			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now))})
+			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites})
 	}
 	return out
 }
@@ -398,7 +405,11 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 		delete(s.images, name)
 		errs = append(errs, img.Close())
 	}
-	errs = append(errs, os.Remove(filepath.Join(s.cfg.DataDir, v.File)))
+	path := filepath.Join(s.cfg.DataDir, v.File)
+	errs = append(errs, os.Remove(path))
+	if err := os.Remove(qcow2.WALPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("volume %q deleted, but removing its image: %w", name, err)
 	}
@@ -460,11 +471,32 @@ func (s *Service) checkResizable(v state.Volume, size int64) error {
 }
 
 // image returns v's open image, opening it on first use. Call with the lock.
+//
+// An image the storage node left open when it went down uncleanly (another
+// boot) may have lost writes its clients were told of but had not flushed.
+// Before the image is opened, which starts a log for this boot and so
+// forgets that, the volume's read-write attachments are marked in the
+// registry: their exports then fail every flush (see lostWritesBackend).
 func (s *Service) image(v state.Volume) (*qcow2.Image, error) {
 	if img := s.images[v.Name]; img != nil {
 		return img, nil
 	}
-	img, err := qcow2.Open(filepath.Join(s.cfg.DataDir, v.File), nil)
+	path := filepath.Join(s.cfg.DataDir, v.File)
+	lost, err := qcow2.CheckLostWrites(path, s.cfg.BootID)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if lost {
+		marked, err := s.reg.MarkLostWrites(v.Name)
+		if err != nil {
+			return nil, fmt.Errorf("volume %q: recording lost writes: %w", v.Name, err)
+		}
+		for _, a := range marked {
+			s.cfg.Log.WithFields(logrus.Fields{"volume": v.Name, "node": a.Node, "generation": a.Generation}).
+				Error("the storage node went down uncleanly while this attachment could write; its unflushed writes may be lost, so its flushes fail until it detaches")
+		}
+	}
+	img, err := qcow2.Open(path, &qcow2.OpenOptions{BootID: s.cfg.BootID})
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 	}
