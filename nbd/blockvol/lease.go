@@ -256,6 +256,11 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 			log.WithField("expires", got.Expires.Format(time.RFC3339)).Warn("lease renewed again after it was lost")
 		}
 		if l.sawInstance(got.Instance) {
+			if got.LostWrites {
+				// The daemon fails this attachment's flushes, so the file
+				// system learns of it at its next commit; reads go on.
+				log.Error("the storage node went down uncleanly: writes not yet flushed may be lost, and every flush of this volume fails until it is unmounted and mounted again (ext4 then replays its journal)")
+			}
 			b.reconnect(ctx, l, log)
 		}
 		return true, false
