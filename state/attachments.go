@@ -201,6 +201,9 @@ func readAttachment(b *bolt.Bucket, volume, node string) (Attachment, error) {
 // returns it. ErrNotFound when the node holds no attachment (it was
 // removed or taken over). Whether a lapsed lease may be renewed is the
 // caller's decision: an attachment nobody took over is still recorded.
+// A read-write attachment of a volume that has clones is not renewed: an
+// *InUseError (ErrInUse) naming them. (CloneVolume removes those; one
+// recorded before it did is left for Detach.)
 func (r *Registry) RenewAttachment(name, node string, expires time.Time) (Attachment, error) {
 	vk, err := key("volume", name)
 	if err != nil {
@@ -217,6 +220,9 @@ func (r *Registry) RenewAttachment(name, node string, expires time.Time) (Attach
 		}
 		if a, err = readAttachment(b, name, node); err != nil {
 			return err
+		}
+		if deps := immutable(b); a.Mode == ModeRW && len(deps) > 0 {
+			return fmt.Errorf("read-write lease of node %q not renewed: %w", node, &InUseError{Volume: name, Children: deps})
 		}
 		a.Expires = expires
 		return putJSON(b.Bucket(keyAttachments), []byte(node), newAttachmentRecord(a))

@@ -54,20 +54,104 @@ func (rec volumeRecord) volume(name string) Volume {
 		Template: rec.Template, Created: rec.Created, Labels: rec.Labels}
 }
 
-// CreateVolume records a new volume. ErrExists when the name is taken,
-// ErrNotFound when v.Parent is set and does not exist.
+// CreateVolume records a new volume. ErrExists when the name is taken.
+// A clone (v.Parent set) is ErrInvalid here: CloneVolume records those.
 func (r *Registry) CreateVolume(v Volume) error {
-	k, err := key("volume", v.Name)
+	k, err := checkNewVolume(v)
 	if err != nil {
 		return err
 	}
-	if v.Size < 0 {
-		return volumeErr(v.Name, fmt.Errorf("negative size %d: %w", v.Size, ErrInvalid))
+	if v.Parent != "" {
+		return volumeErr(v.Name, fmt.Errorf("clone of %q: use CloneVolume: %w", v.Parent, ErrInvalid))
 	}
 	return r.s.update(func(root *bolt.Bucket) error {
 		return createVolume(root.Bucket(keyVolumes), k, v)
 	})
 }
+
+func checkNewVolume(v Volume) ([]byte, error) {
+	k, err := key("volume", v.Name)
+	if err != nil {
+		return nil, err
+	}
+	if v.Size < 0 {
+		return nil, volumeErr(v.Name, fmt.Errorf("negative size %d: %w", v.Size, ErrInvalid))
+	}
+	return k, nil
+}
+
+// CloneVolume records v, a clone of the volume v.Parent, and makes the
+// parent immutable in the same transaction: a clone reads its parent's
+// image, which must not change from then on. It is refused with an
+// *InUseError (ErrInUse) naming the holder while a read-write attachment
+// of the parent is live at now; read-write attachments that have lapsed
+// are removed with their export names and returned, so that the caller
+// closes their connections before anyone reads the clone. Read-only
+// attachments stay. ErrNotFound when the parent does not exist, ErrExists
+// when v's name is taken.
+func (r *Registry) CloneVolume(v Volume, now time.Time) ([]Attachment, error) {
+	k, err := checkNewVolume(v)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := key("parent volume", v.Parent)
+	if err != nil {
+		return nil, volumeErr(v.Name, err)
+	}
+	var revoked []Attachment
+	err = r.s.update(func(root *bolt.Bucket) error {
+		vols := root.Bucket(keyVolumes)
+		if vols.Bucket(k) != nil {
+			return volumeErr(v.Name, ErrExists)
+		}
+		pb := vols.Bucket(pk)
+		if pb == nil {
+			return volumeErr(v.Name, fmt.Errorf("parent %q: %w", v.Parent, ErrNotFound))
+		}
+		if revoked, err = freeze(root, pb, v.Parent, now); err != nil {
+			return err
+		}
+		return createVolume(vols, k, v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return revoked, nil
+}
+
+// freeze makes the volume in b immutable: refused while a read-write
+// attachment is live at now, else its lapsed read-write attachments are
+// removed and returned.
+func freeze(root, b *bolt.Bucket, name string, now time.Time) ([]Attachment, error) {
+	held, err := readAttachments(b, name)
+	if err != nil {
+		return nil, err
+	}
+	e := &InUseError{Volume: name}
+	var gone []Attachment
+	for _, a := range held {
+		switch {
+		case a.Mode != ModeRW:
+		case a.Live(now):
+			e.Nodes = append(e.Nodes, a.Node)
+		default:
+			gone = append(gone, a)
+		}
+	}
+	if len(e.Nodes) > 0 {
+		return nil, e
+	}
+	for _, a := range gone {
+		if err := deleteAttachment(root, b, a); err != nil {
+			return nil, volumeErr(name, err)
+		}
+	}
+	return gone, nil
+}
+
+// immutable returns what keeps the volume in b from changing: its clones.
+// A read-write attachment of it is neither renewed nor served.
+func immutable(b *bolt.Bucket) []string { return keys(b.Bucket(keyChildren)) }
 
 func createVolume(vols *bolt.Bucket, k []byte, v Volume) error {
 	if vols.Bucket(k) != nil {

@@ -31,7 +31,7 @@ func TestCreateVolumeRefusesBadInput(t *testing.T) {
 	r := openRegistry(t)
 	wantErr(t, r.CreateVolume(Volume{Name: ""}), ErrInvalid)
 	wantErr(t, r.CreateVolume(Volume{Name: "x", Size: -1}), ErrInvalid)
-	err := r.CreateVolume(Volume{Name: "clone", Parent: "missing"})
+	_, err := r.CloneVolume(Volume{Name: "clone", Parent: "missing"}, t0)
 	wantErr(t, err, ErrNotFound)
 	if _, err := r.GetVolume("clone"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("volume with a missing parent was recorded: %v", err)
@@ -108,8 +108,10 @@ func TestUpdateVolumeSize(t *testing.T) {
 func TestChildrenAndDeleteOrder(t *testing.T) {
 	r := openRegistry(t)
 	must(t, r.CreateVolume(Volume{Name: "base", Template: true}))
-	must(t, r.CreateVolume(Volume{Name: "c2", Parent: "base"}))
-	must(t, r.CreateVolume(Volume{Name: "c1", Parent: "base"}))
+	for _, c := range []string{"c2", "c1"} {
+		_, err := r.CloneVolume(Volume{Name: c, Parent: "base"}, t0)
+		must(t, err)
+	}
 	kids, err := r.Children("base")
 	must(t, err)
 	if fmt.Sprint(kids) != "[c1 c2]" {

@@ -47,10 +47,12 @@
 // renewal has failed past its term; Fenced reports it, Get shows "lease":
 // "lost" and "lease_lost" (why), and the log says so. A later renewal that
 // succeeds makes it "ok" again: the server renews a lapsed lease only when
-// nobody took it over.
+// nobody took it over or cloned the volume.
 //
 // When the server no longer knows the attachment (taken over by another
-// node, or detached) the volume is fenced for good: renewal stops, and the
+// node, detached, or removed by a clone of the volume made while the lease
+// had lapsed) or refuses to renew it (in_use: a read-write attachment of a
+// volume that has clones) the volume is fenced for good: renewal stops, and the
 // device is released at once, so that I/O on it fails now rather than when
 // the kernel gives up on the closed connections (request timeout, then
 // dead-connection timeout). The file system stays mounted, failing, until

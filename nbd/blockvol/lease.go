@@ -232,8 +232,8 @@ func (b *Backend) renewLoop(ctx context.Context, l *lease) {
 		case <-t.C:
 		}
 		ok, gone := b.renewOnce(ctx, l, log)
-		if gone {
-			b.fence(ctx, l, log)
+		if gone != nil {
+			b.fence(ctx, l, gone, log)
 			return
 		}
 		t.Reset(l.wait(ok))
@@ -241,14 +241,17 @@ func (b *Backend) renewLoop(ctx context.Context, l *lease) {
 }
 
 // renewOnce renews l once and logs what changed. It reports success, and
-// whether the server no longer holds the attachment at all (taken over by
-// another node, or detached): then there is nothing left to renew.
-func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogger) (ok, gone bool) {
+// as gone the server's answer when it will never renew the attachment:
+// not_found once it no longer holds it (taken over by another node,
+// detached, or fenced by a clone of the volume), in_use for a read-write
+// attachment of a volume that has clones. Then there is nothing left to
+// renew.
+func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogger) (ok bool, gone error) {
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout())
 	got, err := b.cfg.API.Renew(cctx, l.name, b.cfg.Node)
 	cancel()
 	if ctx.Err() != nil {
-		return true, false // stopping: nothing to report
+		return true, nil // stopping: nothing to report
 	}
 	now := b.cfg.Now()
 	if err == nil {
@@ -263,17 +266,17 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 			}
 			b.reconnect(ctx, l, log)
 		}
-		return true, false
+		return true, nil
 	}
-	if errors.Is(err, apiclient.ErrNotFound) {
-		return false, true
+	if errors.Is(err, apiclient.ErrNotFound) || errors.Is(err, apiclient.ErrInUse) {
+		return false, err
 	}
 	if l.failed(now, false, "not renewed within its term: "+err.Error()) {
 		log.WithError(err).Error("lease lost: the storage server may give the volume to another node; still retrying")
-		return false, false
+		return false, nil
 	}
 	log.WithError(err).Warn("lease renewal failed; retrying")
-	return false, false
+	return false, nil
 }
 
 // reconnect gives the device new connections after the daemon restarted
@@ -299,13 +302,17 @@ func (b *Backend) reconnect(ctx context.Context, l *lease, log logrus.FieldLogge
 	log.Warn("the storage daemon restarted; device reconnected")
 }
 
-// fence handles an attachment the server no longer holds: the lease is
-// lost for good, and the device is released at once, so that I/O on it
-// fails now instead of hanging until the kernel gives up on the closed
-// connections (its request and dead-connection timeouts). The file system
-// stays mounted, failing, until Docker unmounts it.
-func (b *Backend) fence(ctx context.Context, l *lease, log logrus.FieldLogger) {
+// fence handles an attachment the server no longer holds or will not
+// renew (renewOnce's gone): the lease is lost for good, and the device is
+// released at once, so that I/O on it fails now instead of hanging until
+// the kernel gives up on the closed connections (its request and
+// dead-connection timeouts). The file system stays mounted, failing,
+// until Docker unmounts it.
+func (b *Backend) fence(ctx context.Context, l *lease, gone error, log logrus.FieldLogger) {
 	why := "the storage server no longer holds this node's attachment" + b.holderNow(ctx, l.name)
+	if !errors.Is(gone, apiclient.ErrNotFound) {
+		why = "the storage server will not renew this node's attachment: " + gone.Error()
+	}
 	// Fenced turns true only once the device is released and it is logged.
 	defer l.failed(b.cfg.Now(), true, why)
 	log = log.WithField("reason", why)

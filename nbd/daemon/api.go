@@ -96,9 +96,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r.WithContext(ctx))
 }
 
+// authorized checks "Authorization: Bearer <token>". The scheme is
+// case-insensitive (RFC 7235, section 2.1); the token is not.
 func (a *API) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && len(a.token) > 0 && subtle.ConstantTimeCompare([]byte(got), a.token) == 1
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	got = strings.TrimLeft(got, " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && len(a.token) > 0 &&
+		subtle.ConstantTimeCompare([]byte(got), a.token) == 1
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {

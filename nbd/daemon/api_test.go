@@ -233,3 +233,31 @@ func TestAPIAttachments(t *testing.T) {
 	c.must(200, "POST", "/v1/volumes/v/attachments", `{"node":"node-1","mode":"ro"}`, &g)
 	c.refused(404, CodeNotFound, "POST", "/v1/volumes/v/attachments/node-2/renew", "")
 }
+
+// The auth scheme is case-insensitive (RFC 7235, section 2.1); the token
+// is not.
+func TestAPIBearerSchemeAnyCase(t *testing.T) {
+	c, _, _ := newAPI(t)
+	for header, want := range map[string]int{
+		"Bearer " + testToken:                  200,
+		"bearer " + testToken:                  200,
+		"BEARER " + testToken:                  200,
+		"bEaReR  " + testToken:                 200,
+		"bearer " + strings.ToUpper(testToken): 401,
+		"bearer" + testToken:                   401,
+		"Bearerx " + testToken:                 401,
+		"Basic " + testToken:                   401,
+		testToken:                              401,
+	} {
+		req, _ := http.NewRequest("GET", c.url+"/v1/volumes", nil)
+		req.Header.Set("Authorization", header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization: %q: %d, want %d", header, resp.StatusCode, want)
+		}
+	}
+}

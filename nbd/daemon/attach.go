@@ -76,7 +76,7 @@ func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) 
 	if err != nil {
 		return Grant{}, err
 	}
-	if err := s.checkAttachable(v, mode); err != nil {
+	if err := s.checkAttachable(v.Name, mode); err != nil {
 		return Grant{}, err
 	}
 	if _, err := s.image(v); err != nil {
@@ -104,20 +104,23 @@ func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) 
 		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced, Instance: s.instance}, nil
 }
 
-// checkAttachable refuses a read-write attach of a volume with clones.
-func (s *Service) checkAttachable(v state.Volume, mode state.Mode) error {
+// checkAttachable refuses read-write access to a volume with clones.
+func (s *Service) checkAttachable(volume string, mode state.Mode) error {
 	if mode != state.ModeRW {
 		return nil
 	}
-	children, err := s.reg.Children(v.Name)
+	children, err := s.reg.Children(volume)
 	if err != nil || len(children) == 0 {
 		return err
 	}
-	return &state.InUseError{Volume: v.Name, Children: children}
+	return &state.InUseError{Volume: volume, Children: children}
 }
 
 // Renew extends node's lease on volume. not_found once the attachment was
 // detached or taken over; a lapsed lease nobody took over is renewed.
+// in_use for a read-write attachment of a volume that has clones (which
+// must not change): cloning removes such attachments, so this is only an
+// attachment recorded before it did.
 func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error) {
 	if err := s.acquire(ctx); err != nil {
 		return Lease{}, err
@@ -157,8 +160,9 @@ func (s *Service) revoke(export string) {
 }
 
 // Open implements nbd.Exports: it serves export names issued by Attach
-// whose attachment is still recorded and live. Every refusal is
-// nbd.ErrUnknownExport, so a client learns nothing from it.
+// whose attachment is still recorded and live, and read-write ones only
+// while the volume has no clones. Every refusal is nbd.ErrUnknownExport,
+// so a client learns nothing from it.
 func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
 	i := strings.LastIndexByte(name, '.')
 	if i < 0 {
@@ -170,6 +174,9 @@ func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
 	defer s.release()
 	a, err := s.reg.FindAttachmentByToken(state.HashToken(name[i+1:]))
 	if err != nil || a.Export != name || !a.Live(s.cfg.Now()) {
+		return nil, nbd.ErrUnknownExport
+	}
+	if err := s.checkAttachable(a.Volume, a.Mode); err != nil {
 		return nil, nbd.ErrUnknownExport
 	}
 	if e := s.exports[name]; e != nil {

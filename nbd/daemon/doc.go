@@ -38,7 +38,25 @@
 // # Clones
 //
 // A volume created with "from" is a qcow2 overlay whose backing file is the
-// source image (a relative name). A source must not change under its
-// clones, so cloning a volume attached read-write is refused (in_use), and
-// so are read-write attaches and resizes of a volume that has clones.
+// source image (a relative name). A clone reads its source through an
+// image handle of its own, with its own cached tables, so the source must
+// not change under its clones: a volume with clones is immutable.
+//
+// Cloning makes the source immutable in the clone's own registry
+// transaction (state.Registry.CloneVolume): it is refused (in_use, naming
+// the holder) while a read-write attachment of the source is live, and
+// removes the source's lapsed read-write attachments, whose holders may
+// still be connected and writing (a plugin down or cut off for longer than
+// the lease). After the commit, and before the service lock is released
+// (so before anyone can attach or read the clone), their exports are
+// revoked, which closes their connections and waits for their requests in
+// flight, and the source's shared image is flushed: the clone reads the
+// source as it was then. Their holders' renewals get not_found from then
+// on, and their export names are refused.
+//
+// A read-write attach of a volume with clones is refused (in_use), and so
+// are a resize, the renewal of a read-write attachment (in_use) and the
+// opening of a read-write export (nbd.ErrUnknownExport); the last two
+// matter only for an attachment recorded before cloning removed them.
+// Read-only attachments of a source are unaffected.
 package daemon

@@ -281,9 +281,9 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (Volume, 
 	defer s.release()
 	size, backing := int64(req.Size), ""
 	if req.From != "" {
-		src, err := s.cloneSource(req.From)
+		src, err := s.reg.GetVolume(req.From)
 		if err != nil {
-			return Volume{}, err
+			return Volume{}, fmt.Errorf("clone source: %w", err)
 		}
 		if size == 0 {
 			size = src.Size
@@ -301,31 +301,43 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (Volume, 
 	if err := s.createImage(v, backing); err != nil {
 		return Volume{}, err
 	}
-	if err := s.reg.CreateVolume(v); err != nil {
+	if err := s.register(v); err != nil {
 		os.Remove(filepath.Join(s.cfg.DataDir, v.File))
 		return Volume{}, err
 	}
 	return s.volume(v), nil
 }
 
-// cloneSource returns the volume to clone, refused while attached rw.
-func (s *Service) cloneSource(name string) (state.Volume, error) {
-	src, err := s.reg.GetVolume(name)
+// register records v. For a clone, the same transaction makes the source
+// immutable (state.Registry.CloneVolume: refused while a read-write
+// attachment of it is live, lapsed ones removed); then the exports of the
+// removed attachments are revoked, which closes their connections and
+// waits for their requests in flight, and the source's image is flushed.
+// Only then does the clone exist for anyone else (the lock is held
+// throughout), so it reads its source as of this moment. Should the
+// flush fail, the clone is removed again.
+func (s *Service) register(v state.Volume) error {
+	if v.Parent == "" {
+		return s.reg.CreateVolume(v)
+	}
+	revoked, err := s.reg.CloneVolume(v, s.cfg.Now())
 	if err != nil {
-		return state.Volume{}, fmt.Errorf("clone source: %w", err)
+		return err
 	}
-	now := s.cfg.Now()
-	for _, a := range src.Attachments {
-		if a.Mode == state.ModeRW && a.Live(now) {
-			return state.Volume{}, &state.InUseError{Volume: name, Nodes: []string{a.Node}}
+	for _, a := range revoked {
+		s.revoke(a.Export)
+	}
+	img := s.images[v.Parent]
+	if img == nil {
+		return nil
+	}
+	if err := img.Flush(); err != nil {
+		if _, derr := s.reg.DeleteVolume(v.Name, s.cfg.Now()); derr != nil {
+			return fmt.Errorf("clone source %q: %w; removing the clone %q: %v", v.Parent, err, v.Name, derr)
 		}
+		return fmt.Errorf("clone source %q: %w", v.Parent, err)
 	}
-	if img := s.images[name]; img != nil {
-		if err := img.Flush(); err != nil {
-			return state.Volume{}, fmt.Errorf("clone source %q: %w", name, err)
-		}
-	}
-	return src, nil
+	return nil
 }
 
 // createImage writes v's image under a temporary name and renames it into
