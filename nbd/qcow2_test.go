@@ -7,14 +7,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/netvol/netvol/qcow2"
 )
 
-// *qcow2.Image is what the storage daemon serves.
-var _ Backend = (*qcow2.Image)(nil)
+// *qcow2.Image is what the storage daemon serves, WRITE_ZEROES included.
+var (
+	_ Backend    = (*qcow2.Image)(nil)
+	_ ZeroWriter = (*qcow2.Image)(nil)
+)
 
 // serveImages serves each image under its map key and returns the address.
 func serveImages(t *testing.T, images map[string]*qcow2.Image) (*Server, string) {
@@ -124,4 +128,35 @@ func TestTemplateClonesOverNBD(t *testing.T) {
 		run(t, "qemu-img", "check", "-f", "qcow2", filepath.Join(dir, name+".qcow2"))
 	}
 	run(t, "qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0x10 0 8M", tplPath)
+}
+
+// Issue 12: qemu-io's discard and write -z (with and without -u, which it
+// sends as WRITE_ZEROES without and with NO_HOLE) at the end of a disk of
+// 64 MiB + 8 KiB change only the bytes asked for.
+func TestQcow2ZeroingNearEndOverNBD(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vol.qcow2")
+	img, err := qcow2.Create(path, 64<<20+8<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, addr := serveImages(t, map[string]*qcow2.Image{"vol": img})
+	url := nbdURL("unix", addr, "vol")
+	// 67108864 = 64M, 67112960 = 64M+4K.
+	for _, cmd := range []string{"discard 67112960 4k", "write -z -u 67112960 4k", "write -z 67112960 4k"} {
+		t.Run(cmd, func(t *testing.T) {
+			out := run(t, "qemu-io", "-f", "raw", url,
+				"-c", "write -P 0xaa 64M 8k", "-c", "flush", "-c", cmd,
+				"-c", "read -P 0xaa 64M 4k", "-c", "read -P 0 67112960 4k")
+			if strings.Contains(out, "fail") || strings.Contains(out, "error") {
+				t.Errorf("%s changed other bytes:\n%s", cmd, out)
+			}
+		})
+	}
+	shutdown(t, srv)
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "qemu-img", "check", "-f", "qcow2", path)
+	run(t, "qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0xaa 64M 4k", "-c", "read -P 0 67112960 4k", path)
 }

@@ -1,48 +1,22 @@
 package qcow2
 
-// Discard makes the range read as zeros. Whole clusters are unmapped (marked
-// zero where a backing file would otherwise show through) and their host
-// clusters freed after the next Flush; partial clusters are written with zeros.
+// Discard makes the range read as zeros and changes no byte outside it.
+// Clusters the range covers whole are unmapped (marked zero where a backing
+// file would otherwise show through) and their host clusters freed after the
+// next Flush; the pieces of clusters it covers in part are written with zeros,
+// unless they read as zeros already. The last cluster of a disk whose size is
+// not a multiple of the cluster size counts as whole when the range covers
+// all of it up to the disk end. It is WriteZeroes with mayTrim.
 func (img *Image) Discard(off, n int64) error {
-	if err := img.checkWrite(off, n); err != nil {
-		return err
-	}
-	img.ioGate.RLock()
-	defer img.ioGate.RUnlock()
-	cs := img.clusterSize
-	end := off + n
-	if end == img.Size() {
-		end = (end + cs - 1) &^ (cs - 1) // the disk's last partial cluster is whole
-	}
-	if head := off & (cs - 1); head != 0 && n > 0 {
-		m := min(cs-head, n)
-		if err := img.writeRange(make([]byte, m), off); err != nil {
-			return err
-		}
-		off += m
-	}
-	if off >= end {
-		return nil
-	}
-	if tail := end &^ (cs - 1); tail < end && tail >= off {
-		if err := img.writeRange(make([]byte, min(end, img.Size())-tail), tail); err != nil {
-			return err
-		}
-		end = tail
-	}
-	for gc := off >> img.clusterBits; gc < end>>img.clusterBits; {
-		next, err := img.discardClusters(gc, end>>img.clusterBits)
-		if err != nil {
-			return err
-		}
-		gc = next
-	}
-	return nil
+	return img.WriteZeroes(off, n, true)
 }
 
-// discardClusters unmaps clusters from gc up to last (exclusive), at most
-// maxRun under one hold of the lock, and returns where it stopped.
-func (img *Image) discardClusters(gc, last int64) (int64, error) {
+// unmapClusters unmaps guest clusters from gc up to last (exclusive), at most
+// maxRun*16 under one hold of the lock, and returns where it stopped. With
+// keepOwned (no holes wanted) it leaves alone clusters that read as zeros
+// already and stops at the first cluster the image owns alone, for the caller
+// to zero in place.
+func (img *Image) unmapClusters(gc, last int64, keepOwned bool) (int64, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	var newEntry uint64
@@ -65,7 +39,10 @@ func (img *Image) discardClusters(gc, last int64) (int64, error) {
 		if err != nil {
 			return gc, err
 		}
-		if e == newEntry {
+		if keepOwned && img.inPlaceLocked(e) {
+			return gc, nil
+		}
+		if e == newEntry || keepOwned && img.oldIsZero(gc, e) {
 			continue
 		}
 		if err := img.setEntryLocked(gc, newEntry); err != nil {

@@ -17,6 +17,16 @@
 // feature bits. Images with internal snapshots, refcount widths other than 16
 // bits, or version 2 open read-only only.
 //
+// # Discard and WriteZeroes
+//
+// Both change exactly the bytes of their range, on any size and alignment.
+// Clusters the range covers whole (the disk's last, partial cluster when the
+// range covers it up to the disk end) are unmapped, or with WriteZeroes
+// without mayTrim zeroed in place where the image owns them; the pieces of
+// clusters covered in part are written with zeros unless they read as zeros
+// already. Zero-length ranges change nothing. Host clusters WriteZeroes
+// unmaps are released as Discard's are (step 4 under Crash safety).
+//
 // # Concurrency
 //
 // ReadAt and WriteAt may be called from many goroutines. Data I/O to clusters

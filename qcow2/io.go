@@ -224,11 +224,16 @@ func (img *Image) pwrite(p []byte, off int64) error {
 	if _, err := img.f.WriteAt(p, off); err != nil {
 		return fmt.Errorf("qcow2: %s: %w", img.path, err)
 	}
-	end := off + int64(len(p))
+	img.extendTo(off + int64(len(p)))
+	return nil
+}
+
+// extendTo records that the host file spans at least end bytes.
+func (img *Image) extendTo(end int64) {
 	for {
 		cur := img.fileSize.Load()
 		if end <= cur || img.fileSize.CompareAndSwap(cur, end) {
-			return nil
+			return
 		}
 	}
 }

@@ -11,6 +11,10 @@ import (
 	"github.com/netvol/netvol/state"
 )
 
+// The image is the export's Backend as is; it answers WRITE_ZEROES itself,
+// so the server never falls back to Discard or zero buffers.
+var _ nbd.ZeroWriter = (*qcow2.Image)(nil)
+
 // AttachRequest is the body of POST /v1/volumes/{name}/attachments.
 type AttachRequest struct {
 	Node string `json:"node"`
