@@ -171,7 +171,7 @@ func clientExportName(nc net.Conn, name string, noZeroes bool) (ExportInfo, erro
 		b = b[:10]
 	}
 	if _, err := io.ReadFull(nc, b); err != nil {
-		return ExportInfo{}, fmt.Errorf("nbd: export %q refused: %w", name, err)
+		return ExportInfo{}, fmt.Errorf("nbd: export %q refused: %w", redactName(name), err)
 	}
 	info := defaultExportInfo(name)
 	info.Size, info.Flags = binary.BigEndian.Uint64(b), TransmissionFlags(binary.BigEndian.Uint16(b[8:]))

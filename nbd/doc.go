@@ -43,8 +43,16 @@
 // READ or WRITE over MaxPayloadSize, an unknown command or flag, NBD_EINVAL.
 // The stream stays in sync: the payload of a refused WRITE is read and
 // dropped, up to 128 MiB; a longer one, a bad magic or a malformed handshake
-// closes that connection only. The buffers of one connection's requests in
-// flight are bounded to 64 MiB.
+// closes that connection only.
+//
+// Limits: the buffers of the requests in flight of all connections to one
+// export share one budget (Server.MaxExportBuffered, 64 MiB); an export
+// takes at most Server.MaxExportConns connections (NBD_REP_ERR_POLICY
+// beyond). The handshake has one deadline for reads and writes
+// (HandshakeTimeout) and at most MaxHandshakes run at once; a transmission
+// reply that cannot go out within ReplyTimeout closes the connection.
+// Export names are never logged or put in errors whole: the part after the
+// last '.' (the storage daemon's token) is redacted.
 //
 // Fencing: Export.Revoke closes the connections serving an export, waits for
 // their requests in flight and refuses the export afterwards.

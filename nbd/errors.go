@@ -1,9 +1,12 @@
 package nbd
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -130,4 +133,26 @@ func errnoOfSyscall(e syscall.Errno) Errno {
 		return ESHUTDOWN
 	}
 	return EIO
+}
+
+// redactName is an export name fit for logs and errors. The storage daemon's
+// names are "<volume>.<token>" and the token is a credential, so only the
+// part before the last '.' is kept, with a short hash of the whole name to
+// tell names apart; a name without '.' keeps nothing but the hash.
+func redactName(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	tag := "<redacted " + hex.EncodeToString(sum[:4]) + ">"
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		return name[:i+1] + tag
+	}
+	return tag
+}
+
+// redactIn replaces the export name in s (an error message from elsewhere)
+// by its redacted form.
+func redactIn(s, name string) string {
+	if name == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, name, redactName(name))
 }

@@ -67,7 +67,14 @@ type Export struct {
 	revoked bool
 	conns   map[*serverConn]struct{}
 	active  sync.WaitGroup // connections in transmission, until their last request ended
+	budget  *byteBudget    // bounds the buffers of all its connections' requests in flight
 }
+
+// Why Export.attach refuses a connection.
+var (
+	errRevoked      = errors.New("nbd: export revoked")
+	errTooManyConns = errors.New("nbd: too many connections to the export")
+)
 
 // Revoke fences the export: it closes every connection serving it, waits
 // until the requests those connections had in flight have returned from the
@@ -91,19 +98,27 @@ func (e *Export) Revoked() bool {
 	return e.revoked
 }
 
-// attach registers c as serving e; false once e is revoked.
-func (e *Export) attach(c *serverConn) bool {
+// attach registers c as serving e and returns the buffer budget its
+// connections share (of buffered bytes, made by the first attach); an error
+// once e is revoked or while maxConns connections serve it.
+func (e *Export) attach(c *serverConn, maxConns, buffered int) (*byteBudget, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.revoked {
-		return false
+	switch {
+	case e.revoked:
+		return nil, errRevoked
+	case len(e.conns) >= maxConns:
+		return nil, errTooManyConns
 	}
 	if e.conns == nil {
 		e.conns = make(map[*serverConn]struct{})
 	}
+	if e.budget == nil {
+		e.budget = newByteBudget(buffered)
+	}
 	e.conns[c] = struct{}{}
 	e.active.Add(1)
-	return true
+	return e.budget, nil
 }
 
 // detach undoes attach once c has finished its last request.

@@ -173,8 +173,8 @@ func FuzzReadRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		srv, e := fuzzServer()
 		c := newServerConn(srv, fakeConn{bytes.NewReader(data)})
-		if !c.attach(e) {
-			t.Fatal("attach")
+		if err := c.attach(e); err != nil {
+			t.Fatal(err)
 		}
 		_ = c.transmit()
 		c.inflight.Wait()

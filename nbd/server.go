@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,12 +27,40 @@ type Server struct {
 	// is empty.
 	ListExports bool
 	// MaxInFlight bounds the requests one connection has in progress at once
-	// (default 32); their READ and WRITE buffers are bounded to 64 MiB.
+	// (default 32).
 	MaxInFlight int
-	// HandshakeTimeout bounds the handshake phase (default 30 s).
+	// MaxExportBuffered bounds the READ and WRITE buffers the requests in
+	// flight of all connections to one export hold together (default
+	// 64 MiB, at least MaxPayloadSize): more connections do not get more
+	// memory. An Export served by several Servers keeps the budget of the
+	// first that attached it.
+	MaxExportBuffered int
+	// HandshakeTimeout bounds the handshake phase (default 30 s): one
+	// deadline for reads and writes alike, from accept until transmission
+	// starts.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections in the handshake at once (default
+	// 64). Serve stops accepting while that many are in it, so further
+	// clients wait in the listen queue (no memory of this process) until a
+	// handshake ends, at the latest after HandshakeTimeout.
+	MaxHandshakes int
+	// MaxExportConns bounds the connections serving one export at once
+	// (default 16; the kernel client uses a few per device). NBD_OPT_GO of
+	// one more is answered NBD_REP_ERR_POLICY; NBD_OPT_EXPORT_NAME, which
+	// cannot carry an error, closes the connection.
+	MaxExportConns int
+	// ReplyTimeout bounds the time one transmission reply may take to go
+	// out (default 2 minutes; negative: no bound). A client that stops
+	// reading replies loses the connection then, instead of pinning its
+	// requests, their buffers and the export's budget for ever.
+	ReplyTimeout time.Duration
 	// Logger, when set, receives connection-level events.
 	Logger Logger
+
+	initOnce   sync.Once
+	handshakes chan struct{} // a slot per connection in the handshake
+	done       chan struct{} // closed when the server starts shutting down
+	lastFull   atomic.Int64  // unix nanoseconds of the last "handshakes full" warning
 
 	mu        sync.Mutex
 	closing   bool
@@ -55,8 +84,14 @@ func (s *Server) Serve(l net.Listener) error {
 	defer s.trackListener(l, false)
 	var backoff time.Duration
 	for {
+		// Take the handshake slot before accepting: while all are taken,
+		// clients queue in the kernel's backlog, not in this process.
+		if !s.acquireHandshake() {
+			return ErrServerClosed
+		}
 		nc, err := l.Accept()
 		if err != nil {
+			s.releaseHandshake()
 			if s.isClosing() {
 				return ErrServerClosed
 			}
@@ -77,19 +112,59 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // ServeConn serves one already accepted connection and returns when it ends.
+// It waits for a handshake slot (see MaxHandshakes) first.
 func (s *Server) ServeConn(nc net.Conn) {
+	if !s.acquireHandshake() {
+		nc.Close()
+		return
+	}
 	c := s.newConn(nc)
 	if c == nil {
+		s.releaseHandshake()
 		return
 	}
 	c.serve()
 }
 
+// startConn serves nc, which holds a handshake slot, in its own goroutine.
 func (s *Server) startConn(nc net.Conn) {
 	if c := s.newConn(nc); c != nil {
 		go c.serve()
+		return
+	}
+	s.releaseHandshake()
+}
+
+func (s *Server) lazyInit() {
+	s.initOnce.Do(func() {
+		s.handshakes = make(chan struct{}, s.maxHandshakes())
+		s.done = make(chan struct{})
+	})
+}
+
+// acquireHandshake takes a handshake slot, waiting while all are taken;
+// false once the server shuts down. A full server is reported at most once
+// a minute.
+func (s *Server) acquireHandshake() bool {
+	s.lazyInit()
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	default:
+	}
+	if now := time.Now().UnixNano(); now-s.lastFull.Load() > int64(time.Minute) {
+		s.lastFull.Store(now)
+		s.warnf("nbd: %d connections are in the handshake (the most allowed); new connections wait", cap(s.handshakes))
+	}
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	case <-s.done:
+		return false
 	}
 }
+
+func (s *Server) releaseHandshake() { <-s.handshakes }
 
 // newConn registers a connection; nil (and the connection closed) when the
 // server is shutting down.
@@ -147,7 +222,7 @@ func (s *Server) isClosing() bool {
 // daemon flushes and closes its Backends after Shutdown returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
+	s.setClosing()
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -170,13 +245,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // requests in flight.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closing = true
+	s.setClosing()
 	for l := range s.listeners {
 		l.Close()
 	}
 	s.mu.Unlock()
 	s.closeAll()
 	return nil
+}
+
+// setClosing marks the server closing and wakes Serve and ServeConn
+// waiting for a handshake slot; s.mu is held.
+func (s *Server) setClosing() {
+	s.lazyInit()
+	if !s.closing {
+		close(s.done)
+	}
+	s.closing = true
 }
 
 func (s *Server) closeAll() {
@@ -202,6 +287,34 @@ func (s *Server) handshakeTimeout() time.Duration {
 		return s.HandshakeTimeout
 	}
 	return 30 * time.Second
+}
+
+func (s *Server) maxHandshakes() int {
+	if s.MaxHandshakes > 0 {
+		return s.MaxHandshakes
+	}
+	return 64
+}
+
+func (s *Server) maxExportConns() int {
+	if s.MaxExportConns > 0 {
+		return s.MaxExportConns
+	}
+	return 16
+}
+
+func (s *Server) maxExportBuffered() int {
+	if s.MaxExportBuffered > 0 {
+		return max(s.MaxExportBuffered, MaxPayloadSize)
+	}
+	return 2 * MaxPayloadSize
+}
+
+func (s *Server) replyTimeout() time.Duration {
+	if s.ReplyTimeout != 0 {
+		return s.ReplyTimeout
+	}
+	return 2 * time.Minute
 }
 
 // zeroBuffer is a shared, never written buffer of zeros for WRITE_ZEROES

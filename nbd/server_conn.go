@@ -26,8 +26,9 @@ type serverConn struct {
 	size     uint64
 	flags    TransmissionFlags
 
-	mu       sync.Mutex // guards stopping and deadline changes
-	stopping bool
+	mu          sync.Mutex // guards stopping, handshaking and deadline changes
+	stopping    bool
+	handshaking bool
 
 	wmu      sync.Mutex    // one reply on the wire at a time
 	bw       *bufio.Writer // replies, flushed when no other reply waits
@@ -35,7 +36,7 @@ type serverConn struct {
 	replying atomic.Int32  // replies waiting for or holding wmu
 
 	slots    chan struct{} // bounds requests in flight
-	budget   *byteBudget   // bounds their buffers
+	budget   *byteBudget   // bounds their buffers; the export's, shared with its other connections
 	inflight sync.WaitGroup
 	jobs     chan job // requests for idle workers; closed when transmit ends
 	workers  int      // workers started; used by the transmit goroutine only
@@ -46,10 +47,6 @@ type job struct {
 	q       request
 	payload []byte
 }
-
-// maxConnBuffered bounds the READ and WRITE buffers one connection's
-// requests in flight hold at once.
-const maxConnBuffered = 2 * MaxPayloadSize
 
 // byteBudget is a counting semaphore of bytes.
 type byteBudget struct {
@@ -83,29 +80,26 @@ func (b *byteBudget) release(n int) {
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
 	return &serverConn{
-		srv:    s,
-		raw:    nc,
-		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
-		slots:  make(chan struct{}, s.maxInFlight()),
-		budget: newByteBudget(maxConnBuffered),
-		jobs:   make(chan job),
+		srv:   s,
+		raw:   nc,
+		nc:    nc,
+		br:    bufio.NewReaderSize(nc, 64<<10),
+		slots: make(chan struct{}, s.maxInFlight()),
+		jobs:  make(chan job),
 	}
 }
 
 func (c *serverConn) remote() string { return c.raw.RemoteAddr().String() }
 
-// serve runs the handshake and then the transmission phase.
+// serve runs the handshake, which holds one of the server's handshake
+// slots, and then the transmission phase.
 func (c *serverConn) serve() {
 	defer c.srv.connDone(c)
 	defer c.raw.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c.setDeadline(time.Now().Add(c.srv.handshakeTimeout()))
-	err := c.handshake(ctx)
+	err := c.timedHandshake()
+	c.srv.releaseHandshake()
 	if err == nil {
 		c.srv.stats.connected(1)
-		c.setDeadline(time.Time{})
 		err = c.transmit()
 		close(c.jobs)
 		c.inflight.Wait()
@@ -115,6 +109,23 @@ func (c *serverConn) serve() {
 		c.exp.detach(c)
 	}
 	c.logEnd(err)
+}
+
+// timedHandshake runs the handshake under one absolute deadline for reads
+// and writes alike (and for Exports.Open and TLS through ctx), from accept
+// until transmission starts, when it is cleared. A read deadline alone let
+// a client that sends options but never reads the replies block the server
+// in Write for ever, with the connection's buffers.
+func (c *serverConn) timedHandshake() error {
+	deadline := time.Now().Add(c.srv.handshakeTimeout())
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	c.setHandshakeDeadline(deadline)
+	if err := c.handshake(ctx); err != nil {
+		return err
+	}
+	c.setHandshakeDeadline(time.Time{})
+	return nil
 }
 
 func (c *serverConn) logEnd(err error) {
@@ -128,20 +139,27 @@ func (c *serverConn) logEnd(err error) {
 	}
 }
 
-// attach makes e the export of this connection.
-func (c *serverConn) attach(e *Export) bool {
-	if !e.attach(c) {
-		return false
+// attach makes e the export of this connection, sharing e's buffer budget.
+func (c *serverConn) attach(e *Export) error {
+	budget, err := e.attach(c, c.srv.maxExportConns(), c.srv.maxExportBuffered())
+	if err != nil {
+		return err
 	}
 	c.exp, c.size, c.flags = e, uint64(max(e.Backend.Size(), 0)), exportFlags(e)
-	return true
+	c.budget = budget
+	return nil
 }
 
 // stop makes the connection stop reading requests; those in flight finish.
+// A connection still in the handshake stops writing too.
 func (c *serverConn) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopping = true
+	if c.handshaking {
+		_ = c.raw.SetDeadline(time.Unix(1, 0))
+		return
+	}
 	_ = c.raw.SetReadDeadline(time.Unix(1, 0))
 }
 
@@ -157,11 +175,14 @@ func (c *serverConn) isStopping() bool {
 	return c.stopping
 }
 
-func (c *serverConn) setDeadline(t time.Time) {
+// setHandshakeDeadline sets the deadline of the handshake for reads and
+// writes; the zero time ends the handshake and clears it.
+func (c *serverConn) setHandshakeDeadline(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.handshaking = !t.IsZero()
 	if !c.stopping {
-		_ = c.raw.SetReadDeadline(t)
+		_ = c.raw.SetDeadline(t)
 	}
 }
 
@@ -410,6 +431,9 @@ func (c *serverConn) fua(q request) error {
 // are buffered and the buffer is flushed by the last of the replies waiting
 // at once, so replies completing together share a system call. A write
 // error breaks the stream: the connection is closed and later replies dropped.
+// Each reply gets Server.ReplyTimeout to go out (a write deadline): a client
+// that stops reading cannot pin the worker, its buffers and the export's
+// budget for ever.
 func (c *serverConn) reply(handle uint64, errno Errno, data []byte) {
 	var hdr [simpleReplyLen]byte
 	simpleReply{Errno: errno, Handle: handle}.encode(hdr[:])
@@ -419,6 +443,9 @@ func (c *serverConn) reply(handle uint64, errno Errno, data []byte) {
 	last := c.replying.Add(-1) == 0
 	if c.werr != nil {
 		return
+	}
+	if d := c.srv.replyTimeout(); d > 0 {
+		_ = c.raw.SetWriteDeadline(time.Now().Add(d))
 	}
 	_, err := c.bw.Write(hdr[:])
 	if err == nil && errno == 0 {

@@ -81,26 +81,34 @@ func (c *serverConn) send(r optionReply) error {
 	return err
 }
 
-// open resolves and, when serve is set, attaches an export; nil when the
-// export is unknown, refused or revoked.
-func (c *serverConn) open(ctx context.Context, name string, serve bool) *Export {
+// open resolves and, when serve is set, attaches an export. On failure it
+// returns the error reply: NBD_REP_ERR_UNKNOWN when the export is unknown,
+// refused or revoked, NBD_REP_ERR_POLICY when it has all the connections
+// Server.MaxExportConns allows.
+func (c *serverConn) open(ctx context.Context, name string, serve bool) (*Export, Rep) {
 	if c.srv.Exports == nil {
-		return nil
+		return nil, RepErrUnknown
 	}
 	e, err := c.srv.Exports.Open(ctx, name)
 	if err != nil || e == nil || e.Backend == nil {
 		if err != nil && !errors.Is(err, ErrUnknownExport) {
-			c.srv.debugf("nbd: %s: export %q refused: %v", c.remote(), name, err)
+			c.srv.debugf("nbd: %s: export %q refused: %s", c.remote(), redactName(name), redactIn(err.Error(), name))
 		}
-		return nil
+		return nil, RepErrUnknown
 	}
-	if serve && !c.attach(e) {
-		return nil
+	if serve {
+		switch err := c.attach(e); {
+		case errors.Is(err, errTooManyConns):
+			c.srv.warnf("nbd: %s: export %q refused: it has %d connections, the most allowed", c.remote(), redactName(name), c.srv.maxExportConns())
+			return nil, RepErrPolicy
+		case err != nil:
+			return nil, RepErrUnknown
+		}
 	}
 	if !serve && e.Revoked() {
-		return nil
+		return nil, RepErrUnknown
 	}
-	return e
+	return e, 0
 }
 
 // optExportName ends the handshake the old way: no error can be sent back,
@@ -110,9 +118,12 @@ func (c *serverConn) optExportName(ctx context.Context, o option) error {
 	if err != nil {
 		return err
 	}
-	e := c.open(ctx, name, true)
+	e, rep := c.open(ctx, name, true)
 	if e == nil {
-		return fmt.Errorf("%w %q (NBD_OPT_EXPORT_NAME)", ErrUnknownExport, name)
+		if rep == RepErrPolicy {
+			return fmt.Errorf("%w (NBD_OPT_EXPORT_NAME of %q)", errTooManyConns, redactName(name))
+		}
+		return fmt.Errorf("%w %q (NBD_OPT_EXPORT_NAME)", ErrUnknownExport, redactName(name))
 	}
 	_, err = c.nc.Write(exportInfo{Size: c.size, Flags: c.flags}.encodeExportName(c.noZeroes))
 	return err
@@ -125,8 +136,11 @@ func (c *serverConn) optInfo(ctx context.Context, o option) error {
 	if err := q.decode(o.Data); err != nil {
 		return c.optReply(o.Opt, RepErrInvalid, "malformed request: "+err.Error())
 	}
-	e := c.open(ctx, q.Name, o.Opt == OptGo)
-	if e == nil {
+	e, rep := c.open(ctx, q.Name, o.Opt == OptGo)
+	switch {
+	case rep == RepErrPolicy:
+		return c.optReply(o.Opt, rep, "too many connections to this export")
+	case e == nil:
 		return c.optReply(o.Opt, RepErrUnknown, "unknown export")
 	}
 	size, flags := c.size, c.flags

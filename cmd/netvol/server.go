@@ -31,6 +31,9 @@ type serverFlags struct {
 	tlsCert, tlsKey                                          string
 	listExports, tlsRequired                                 bool
 	leaseTTL                                                 time.Duration
+	// NBD limits; zero means the nbd.Server default.
+	handshakeTimeout, replyTimeout time.Duration
+	maxHandshakes, maxExportConns  int
 }
 
 func newServerCommand() *cobra.Command {
@@ -62,6 +65,10 @@ loopback or a trusted network.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", os.Getenv("NETVOL_TLS_CERT"), "PEM certificate (chain) for HTTPS and NBD STARTTLS; needs --tls-key [NETVOL_TLS_CERT]")
 	fl.StringVar(&f.tlsKey, "tls-key", os.Getenv("NETVOL_TLS_KEY"), "PEM private key of --tls-cert [NETVOL_TLS_KEY]")
 	fl.BoolVar(&f.tlsRequired, "tls-required", envBool("NETVOL_TLS_REQUIRED"), "refuse NBD clients that do not upgrade with STARTTLS; needs --tls-cert [NETVOL_TLS_REQUIRED]")
+	fl.DurationVar(&f.handshakeTimeout, "nbd-handshake-timeout", envDuration("NETVOL_NBD_HANDSHAKE_TIMEOUT", 30*time.Second), "deadline of an NBD handshake, reads and writes, from accept to transmission [NETVOL_NBD_HANDSHAKE_TIMEOUT]")
+	fl.IntVar(&f.maxHandshakes, "nbd-max-handshakes", envIntOr("NETVOL_NBD_MAX_HANDSHAKES", 64), "NBD connections in the handshake at once; more wait to be accepted [NETVOL_NBD_MAX_HANDSHAKES]")
+	fl.IntVar(&f.maxExportConns, "nbd-max-export-conns", envIntOr("NETVOL_NBD_MAX_EXPORT_CONNS", 16), "NBD connections to one export at once; more are refused [NETVOL_NBD_MAX_EXPORT_CONNS]")
+	fl.DurationVar(&f.replyTimeout, "nbd-reply-timeout", envDuration("NETVOL_NBD_REPLY_TIMEOUT", 2*time.Minute), "time an NBD reply may take to go out before the connection is closed [NETVOL_NBD_REPLY_TIMEOUT]")
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
 	return cmd
 }
@@ -78,6 +85,14 @@ func envOr(key, def string) string {
 func envBool(key string) bool {
 	b, _ := strconv.ParseBool(os.Getenv(key))
 	return b
+}
+
+// envIntOr is the integer in the environment variable key, or def.
+func envIntOr(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return n
+	}
+	return def
 }
 
 func envDuration(key string, def time.Duration) time.Duration {
@@ -155,7 +170,9 @@ func startServer(f serverFlags) (*storageDaemon, error) {
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
 	d := &storageDaemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token,
-		nbdSrv: &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd")},
+		nbdSrv: &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd"),
+			HandshakeTimeout: f.handshakeTimeout, MaxHandshakes: f.maxHandshakes,
+			MaxExportConns: f.maxExportConns, ReplyTimeout: f.replyTimeout},
 	}
 	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)))
 	d.apiSrv = &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api"),
@@ -232,6 +249,9 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if f.leaseTTL <= 0 {
 		return nil, 0, fmt.Errorf("--lease-ttl %s: must be positive", f.leaseTTL)
 	}
+	if err := checkNBDLimits(f); err != nil {
+		return nil, 0, err
+	}
 	switch {
 	case f.tlsCert == "" && f.tlsKey != "":
 		return nil, 0, errors.New("--tls-key (NETVOL_TLS_KEY) needs --tls-cert (NETVOL_TLS_CERT)")
@@ -247,6 +267,22 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 		f.tokenFile = filepath.Join(f.data, "token")
 	}
 	return log, maxSize, nil
+}
+
+// checkNBDLimits refuses negative limits; zero (only from code: the flags
+// have defaults) is the nbd.Server default.
+func checkNBDLimits(f *serverFlags) error {
+	switch {
+	case f.handshakeTimeout < 0:
+		return fmt.Errorf("--nbd-handshake-timeout %s: must be positive", f.handshakeTimeout)
+	case f.replyTimeout < 0:
+		return fmt.Errorf("--nbd-reply-timeout %s: must be positive", f.replyTimeout)
+	case f.maxHandshakes < 0:
+		return fmt.Errorf("--nbd-max-handshakes %d: must be positive", f.maxHandshakes)
+	case f.maxExportConns < 0:
+		return fmt.Errorf("--nbd-max-export-conns %d: must be positive", f.maxExportConns)
+	}
+	return nil
 }
 
 // loadTLS loads the certificate and key; nil without a certificate. The

@@ -46,11 +46,16 @@ func TestServerEnvTwins(t *testing.T) {
 	t.Setenv("NETVOL_TLS_CERT", "/etc/netvol/cert.pem")
 	t.Setenv("NETVOL_TLS_KEY", "/etc/netvol/key.pem")
 	t.Setenv("NETVOL_TLS_REQUIRED", "1")
+	t.Setenv("NETVOL_NBD_HANDSHAKE_TIMEOUT", "10s")
+	t.Setenv("NETVOL_NBD_MAX_HANDSHAKES", "128")
+	t.Setenv("NETVOL_NBD_MAX_EXPORT_CONNS", "8")
+	t.Setenv("NETVOL_NBD_REPLY_TIMEOUT", "5m")
 	fl := newServerCommand().Flags()
 	for name, want := range map[string]string{"data": "/srv/netvol", "nbd-listen": "unix:/run/nbd.sock",
 		"api-listen": "0.0.0.0:1", "token-file": "/etc/tok", "list-exports": "true",
 		"max-volume-size": "2T", "lease-ttl": "30s", "tls-cert": "/etc/netvol/cert.pem",
-		"tls-key": "/etc/netvol/key.pem", "tls-required": "true"} {
+		"tls-key": "/etc/netvol/key.pem", "tls-required": "true",
+		"nbd-handshake-timeout": "10s", "nbd-max-handshakes": "128", "nbd-max-export-conns": "8", "nbd-reply-timeout": "5m0s"} {
 		if got := fl.Lookup(name).Value.String(); got != want {
 			t.Errorf("--%s = %q from the environment, want %q", name, got, want)
 		}
@@ -68,6 +73,8 @@ func TestServerFlagsRefused(t *testing.T) {
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: filepath.Join(dir, "c")},      // cert without key
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsKey: filepath.Join(dir, "k")},       // key without cert
 		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", tlsCert: "/nonexistent", tlsKey: "/x"}, // unreadable
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", maxExportConns: -1},                    // negative limit
+		{data: dir, maxSize: "1T", leaseTTL: time.Second, logLevel: "info", handshakeTimeout: -time.Second},        // negative timeout
 	} {
 		if err := runServer(context.Background(), f); err == nil {
 			t.Errorf("%+v accepted", f)

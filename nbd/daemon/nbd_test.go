@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/netvol/netvol/nbd"
 )
 
@@ -166,5 +168,46 @@ func TestNBDClone(t *testing.T) {
 	out := mustRun(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", nbdURL(sock, g.Export))
 	if !bytes.Contains([]byte(out), []byte("read 1048576/1048576")) {
 		t.Fatalf("base after the clone was written:\n%s", out)
+	}
+}
+
+// When Open fails (here: the service is closed), the NBD server's debug
+// log says so without the export name's token (a credential).
+func TestOpenFailureLogRedacted(t *testing.T) {
+	s, _ := newService(t)
+	mustCreate(t, s, "vol", 1<<20, "")
+	g := mustAttach(t, s, "vol", "n1", "rw")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&out)
+	log.SetLevel(logrus.DebugLevel)
+	dir, err := os.MkdirTemp("", "nvd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &nbd.Server{Exports: s, Logger: log}
+	go srv.Serve(l)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, err := nbd.Dial(ctx, "unix", l.Addr().String(), nbd.ClientOptions{ExportName: g.Export}); err == nil {
+		c.Close()
+		t.Fatal("served a volume whose image is gone")
+	}
+	srv.Shutdown(ctx)
+	token := g.Export[strings.LastIndexByte(g.Export, '.')+1:]
+	if strings.Contains(out.String(), token) {
+		t.Fatalf("the export token is in the log:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `vol.<redacted`) || !strings.Contains(out.String(), "refused") {
+		t.Fatalf("no refusal naming the volume in the log:\n%s", out.String())
 	}
 }
