@@ -13,7 +13,10 @@ import (
 
 // The image is the export's Backend as is; it answers WRITE_ZEROES itself,
 // so the server never falls back to Discard or zero buffers.
-var _ nbd.ZeroWriter = (*qcow2.Image)(nil)
+var (
+	_ nbd.ZeroWriter = (*qcow2.Image)(nil)
+	_ nbd.ZeroWriter = lostWritesBackend{}
+)
 
 // AttachRequest is the body of POST /v1/volumes/{name}/attachments.
 type AttachRequest struct {
