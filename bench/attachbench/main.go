@@ -16,9 +16,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/netvol/netvol/blockvol"
+	"github.com/netvol/netvol/blockvol/fuseattach"
 	"github.com/netvol/netvol/internal/mount"
-	"github.com/netvol/netvol/nbd/blockvol"
-	"github.com/netvol/netvol/nbd/fuseattach"
 	"github.com/netvol/netvol/qcow2"
 )
 

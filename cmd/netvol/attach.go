@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/netvol/netvol/blockvol"
+	"github.com/netvol/netvol/blockvol/fuseattach"
 	"github.com/netvol/netvol/nbd"
-	"github.com/netvol/netvol/nbd/blockvol"
-	"github.com/netvol/netvol/nbd/fuseattach"
 )
 
 // Attach strategies of --attach.

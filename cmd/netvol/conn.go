@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/netvol/netvol/internal/mount"
-	"github.com/netvol/netvol/nbd/apiclient"
 	"github.com/netvol/netvol/nfs"
+	"github.com/netvol/netvol/server/api"
 )
 
 // connFlagNames are the flags of netvol plugin that say how to reach the
@@ -70,12 +70,12 @@ func apiToken(f pluginFlags) (string, error) {
 }
 
 // newAPIClient is a client of the storage daemon of --server, with its token.
-func newAPIClient(f pluginFlags) (*apiclient.Client, error) {
+func newAPIClient(f pluginFlags) (*api.Client, error) {
 	tok, err := apiToken(f)
 	if err != nil {
 		return nil, err
 	}
-	api, err := apiclient.New(f.server, tok, nil)
+	api, err := api.New(f.server, tok, nil)
 	if err != nil {
 		return nil, fmt.Errorf("--server (NETVOL_SERVER): %w", err)
 	}

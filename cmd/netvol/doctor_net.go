@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/netvol/netvol/nbd/apiclient"
-	"github.com/netvol/netvol/nbd/blockvol"
-	"github.com/netvol/netvol/nbd/daemon"
+	"github.com/netvol/netvol/blockvol"
+	"github.com/netvol/netvol/server"
+	"github.com/netvol/netvol/server/api"
 )
 
 // The doctor's checks of the servers, Docker and the plugin.
@@ -29,7 +29,7 @@ const maxSkew = 5 * time.Second
 // healthProbe is what GET /healthz told.
 type healthProbe struct {
 	result     checkResult
-	health     daemon.Health
+	health     server.Health
 	date       string    // the Date header
 	sent, recv time.Time // local clock around the call
 	err        error
@@ -41,7 +41,7 @@ func (d *doctor) daemonChecks(ctx context.Context) []checkResult {
 	if d.f.server == "" {
 		return nil
 	}
-	api, err := apiclient.New(d.f.server, "", nil)
+	api, err := api.New(d.f.server, "", nil)
 	if err != nil {
 		return []checkResult{problem(statusFail, "storage daemon", err.Error(), "give --server host:port or http(s)://host:port (NETVOL_SERVER)")}
 	}
@@ -83,7 +83,7 @@ func (d *doctor) healthz(ctx context.Context, base string) healthProbe {
 	return p
 }
 
-func decodeHealth(resp *http.Response, h *daemon.Health) error {
+func decodeHealth(resp *http.Response, h *server.Health) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
@@ -133,13 +133,13 @@ func (d *doctor) tokenCheck(ctx context.Context, reachable bool) checkResult {
 	if !reachable {
 		return problem(statusWarn, name, "given, but not checked: the storage daemon does not answer", "see storage daemon")
 	}
-	c, err := apiclient.New(d.f.server, tok, nil)
+	c, err := api.New(d.f.server, tok, nil)
 	if err != nil {
 		return problem(statusFail, name, err.Error(), tokenFix)
 	}
 	vols, err := c.ListVolumes(ctx)
 	switch {
-	case errors.Is(err, apiclient.ErrUnauthorized):
+	case errors.Is(err, api.ErrUnauthorized):
 		return problem(statusFail, name, "the storage daemon refuses the token: "+err.Error(), tokenFix)
 	case err != nil:
 		return problem(statusWarn, name, "not checked: GET /v1/volumes failed: "+err.Error(), "see storage daemon")

@@ -7,10 +7,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/netvol/netvol/blockvol"
 	"github.com/netvol/netvol/internal/mount"
-	"github.com/netvol/netvol/nbd/apiclient"
-	"github.com/netvol/netvol/nbd/blockvol"
 	"github.com/netvol/netvol/nfs"
+	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -52,7 +52,7 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 		kinds[backend.TypeNFS] = volume.Kind{Backend: b, CheckMountOpts: nfs.CheckMountOptions}
 	}
 	if f.server != "" {
-		api, err := apiclient.New(f.server, f.token, nil)
+		api, err := api.New(f.server, f.token, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--server: %w", err)
 		}

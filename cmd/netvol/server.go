@@ -22,7 +22,7 @@ import (
 
 	"github.com/netvol/netvol/internal/metrics"
 	"github.com/netvol/netvol/nbd"
-	"github.com/netvol/netvol/nbd/daemon"
+	"github.com/netvol/netvol/server"
 )
 
 // serverFlags are the storage daemon's settings; each has an environment twin.
@@ -61,7 +61,7 @@ loopback or a trusted network.`,
 	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("NETVOL_TOKEN_FILE"), "bearer token of the API; created (mode 0600) with a random token if missing (default <data>/token) [NETVOL_TOKEN_FILE]")
 	fl.BoolVar(&f.listExports, "list-exports", envBool("NETVOL_LIST_EXPORTS"), "answer NBD_OPT_LIST with the volume names [NETVOL_LIST_EXPORTS]")
 	fl.StringVar(&f.maxSize, "max-volume-size", envOr("NETVOL_MAX_VOLUME_SIZE", "1T"), "largest volume size accepted [NETVOL_MAX_VOLUME_SIZE]")
-	fl.DurationVar(&f.leaseTTL, "lease-ttl", envDuration("NETVOL_LEASE_TTL", daemon.DefaultLeaseTTL), "attachment lease duration [NETVOL_LEASE_TTL]")
+	fl.DurationVar(&f.leaseTTL, "lease-ttl", envDuration("NETVOL_LEASE_TTL", server.DefaultLeaseTTL), "attachment lease duration [NETVOL_LEASE_TTL]")
 	fl.StringVar(&f.tlsCert, "tls-cert", os.Getenv("NETVOL_TLS_CERT"), "PEM certificate (chain) for HTTPS and NBD STARTTLS; needs --tls-key [NETVOL_TLS_CERT]")
 	fl.StringVar(&f.tlsKey, "tls-key", os.Getenv("NETVOL_TLS_KEY"), "PEM private key of --tls-cert [NETVOL_TLS_KEY]")
 	fl.BoolVar(&f.tlsRequired, "tls-required", envBool("NETVOL_TLS_REQUIRED"), "refuse NBD clients that do not upgrade with STARTTLS; needs --tls-cert [NETVOL_TLS_REQUIRED]")
@@ -111,7 +111,7 @@ func runServer(ctx context.Context, f serverFlags) error {
 }
 
 // daemonStats reads what the metrics show of the registry.
-func daemonStats(svc *daemon.Service) func() (metrics.DaemonStats, error) {
+func daemonStats(svc *server.Service) func() (metrics.DaemonStats, error) {
 	return func() (metrics.DaemonStats, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -132,7 +132,7 @@ func daemonStats(svc *daemon.Service) func() (metrics.DaemonStats, error) {
 // connect before serve runs.
 type storageDaemon struct {
 	log    logrus.FieldLogger
-	svc    *daemon.Service
+	svc    *server.Service
 	nbdSrv *nbd.Server
 	nbdL   net.Listener
 	apiSrv *http.Server
@@ -154,7 +154,7 @@ func startServer(f serverFlags) (*storageDaemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := daemon.Open(daemon.Config{DataDir: f.data, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, Log: log})
+	svc, err := server.Open(server.Config{DataDir: f.data, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +175,8 @@ func startServer(f serverFlags) (*storageDaemon, error) {
 			MaxExportConns: f.maxExportConns, ReplyTimeout: f.replyTimeout},
 	}
 	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)))
-	d.apiSrv = &http.Server{Handler: daemon.NewAPI(svc, token, log.WithField("component", "api"),
-		daemon.WithNBDAddr(nbdL.Addr()), daemon.WithMetrics(metrics.Handler(reg))),
+	d.apiSrv = &http.Server{Handler: server.NewAPI(svc, token, log.WithField("component", "api"),
+		server.WithNBDAddr(nbdL.Addr()), server.WithMetrics(metrics.Handler(reg))),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	if tlsCfg != nil {
 		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
@@ -242,7 +242,7 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if f.data == "" {
 		return nil, 0, errors.New("--data (or NETVOL_DATA) is required")
 	}
-	maxSize, err := daemon.ParseSize(f.maxSize)
+	maxSize, err := server.ParseSize(f.maxSize)
 	if err != nil {
 		return nil, 0, fmt.Errorf("--max-volume-size: %w", err)
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/netvol/netvol/blockvol"
 	"github.com/netvol/netvol/internal/units"
-	"github.com/netvol/netvol/nbd/blockvol"
 	"github.com/netvol/netvol/volume"
 	"github.com/netvol/netvol/volume/backend"
 )

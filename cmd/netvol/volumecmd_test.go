@@ -17,8 +17,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/netvol/netvol/nbd/apiclient"
-	"github.com/netvol/netvol/nbd/daemon"
+	"github.com/netvol/netvol/server"
+	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume/backend"
 )
 
@@ -29,14 +29,14 @@ const vcToken = "op-t0ken"
 // the doctor does).
 type vcDaemon struct {
 	url       string
-	api       *apiclient.Client
+	api       *api.Client
 	nbdL      net.Listener
 	tokenFile string
 }
 
 func startVCDaemon(t *testing.T) *vcDaemon {
 	t.Helper()
-	svc, err := daemon.Open(daemon.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 40})
+	svc, err := server.Open(server.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 40})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +48,9 @@ func startVCDaemon(t *testing.T) *vcDaemon {
 	t.Cleanup(func() { nbdL.Close() })
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv := httptest.NewServer(daemon.NewAPI(svc, vcToken, log, daemon.WithNBDAddr(nbdL.Addr())))
+	srv := httptest.NewServer(server.NewAPI(svc, vcToken, log, server.WithNBDAddr(nbdL.Addr())))
 	t.Cleanup(srv.Close)
-	api, err := apiclient.New(srv.URL, vcToken, nil)
+	api, err := api.New(srv.URL, vcToken, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	d := startVCDaemon(t)
 	d.mustVol(t, "create", "data", "--size", "64M")
 	ctx := context.Background()
-	g, err := d.api.Attach(ctx, "data", "web1", apiclient.ModeRW)
+	g, err := d.api.Attach(ctx, "data", "web1", api.ModeRW)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,26 +8,26 @@ import (
 	"strings"
 	"time"
 
-	"github.com/netvol/netvol/nbd/apiclient"
 	"github.com/netvol/netvol/nfs"
+	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume/backend"
 )
 
 // volumeInfo is a volume as the operator commands show it, of either type.
 type volumeInfo struct {
-	Name        string                 `json:"name"`
-	Type        string                 `json:"type"`
-	Server      string                 `json:"server"`              // nbd: the API's URL; nfs: the NFS server
-	Export      string                 `json:"export,omitempty"`    // nfs: server:/export/name
-	Size        int64                  `json:"size,omitempty"`      // nbd: bytes
-	Allocated   int64                  `json:"allocated,omitempty"` // nbd: bytes the image takes
-	CreatedAt   time.Time              `json:"created_at"`          // nfs: the directory's mtime
-	From        string                 `json:"from,omitempty"`      // nbd: the clone's source
-	Labels      map[string]string      `json:"labels,omitempty"`
-	Attachments []apiclient.Attachment `json:"attachments,omitzero"` // nbd only
-	Mode        string                 `json:"mode,omitempty"`       // nfs: the directory's permission bits
-	UID         *int64                 `json:"uid,omitempty"`        // nfs: the directory's owner
-	GID         *int64                 `json:"gid,omitempty"`
+	Name        string            `json:"name"`
+	Type        string            `json:"type"`
+	Server      string            `json:"server"`              // nbd: the API's URL; nfs: the NFS server
+	Export      string            `json:"export,omitempty"`    // nfs: server:/export/name
+	Size        int64             `json:"size,omitempty"`      // nbd: bytes
+	Allocated   int64             `json:"allocated,omitempty"` // nbd: bytes the image takes
+	CreatedAt   time.Time         `json:"created_at"`          // nfs: the directory's mtime
+	From        string            `json:"from,omitempty"`      // nbd: the clone's source
+	Labels      map[string]string `json:"labels,omitempty"`
+	Attachments []api.Attachment  `json:"attachments,omitzero"` // nbd only
+	Mode        string            `json:"mode,omitempty"`       // nfs: the directory's permission bits
+	UID         *int64            `json:"uid,omitempty"`        // nfs: the directory's owner
+	GID         *int64            `json:"gid,omitempty"`
 }
 
 // volumeStore is where the volumes of one type live: the storage daemon
@@ -44,11 +44,11 @@ type volumeStore interface {
 
 // isNotFound tells a missing volume from every other failure.
 func isNotFound(err error) bool {
-	return errors.Is(err, apiclient.ErrNotFound) || errors.Is(err, backend.ErrNotFound)
+	return errors.Is(err, api.ErrNotFound) || errors.Is(err, backend.ErrNotFound)
 }
 
 // nbdStore is the storage daemon's volumes.
-type nbdStore struct{ api *apiclient.Client }
+type nbdStore struct{ api *api.Client }
 
 func (s nbdStore) Type() string  { return backend.TypeNBD }
 func (s nbdStore) Where() string { return "the storage daemon " + s.api.URL() }
@@ -74,7 +74,7 @@ func (s nbdStore) Get(ctx context.Context, name string) (volumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (volumeInfo, error) {
-	v, err := s.api.CreateVolume(ctx, apiclient.CreateRequest{Name: name, Size: o.Size, From: o.From})
+	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: o.Size, From: o.From})
 	if err != nil {
 		return volumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
@@ -97,10 +97,10 @@ func (s nbdStore) Resize(ctx context.Context, name string, size int64) (volumeIn
 	return s.info(v), nil
 }
 
-func (s nbdStore) info(v apiclient.Volume) volumeInfo {
+func (s nbdStore) info(v api.Volume) volumeInfo {
 	atts := v.Attachments
 	if atts == nil {
-		atts = []apiclient.Attachment{}
+		atts = []api.Attachment{}
 	}
 	return volumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
 		CreatedAt: v.CreatedAt, From: v.From, Labels: v.Labels, Attachments: atts}
@@ -113,13 +113,13 @@ func (s nbdStore) fail(what string, err error) error {
 
 func nbdAdvice(err error) string {
 	switch {
-	case errors.Is(err, apiclient.ErrNotFound):
+	case errors.Is(err, api.ErrNotFound):
 		return " (netvol volume ls lists the volumes)"
-	case errors.Is(err, apiclient.ErrUnauthorized):
+	case errors.Is(err, api.ErrUnauthorized):
 		return "; the daemon refused the API token: give --token-file (NETVOL_TOKEN_FILE) a copy of <data>/token from the storage node"
-	case errors.Is(err, apiclient.ErrUnavailable):
+	case errors.Is(err, api.ErrUnavailable):
 		return "; is netvol server running there? Check --server (NETVOL_SERVER); netvol doctor checks the connection"
-	case errors.Is(err, apiclient.ErrInUse), errors.Is(err, apiclient.ErrConflict):
+	case errors.Is(err, api.ErrInUse), errors.Is(err, api.ErrConflict):
 		return inUseAdvice(err)
 	}
 	return ""
@@ -130,7 +130,7 @@ func nbdAdvice(err error) string {
 func inUseAdvice(err error) string {
 	msg := err.Error()
 	var do []string
-	if errors.Is(err, apiclient.ErrConflict) || strings.Contains(msg, "attached") {
+	if errors.Is(err, api.ErrConflict) || strings.Contains(msg, "attached") {
 		do = append(do, "stop the containers that use it on that node (the plugin then detaches it), or wait for a dead node's lease to lapse")
 	}
 	if strings.Contains(msg, "parent of") {

@@ -1,5 +1,5 @@
 // Package metrics exposes netvol's counters to Prometheus. The packages
-// that count (nbd, volume, nbd/daemon) know nothing of Prometheus: they keep
+// that count (nbd, volume, server) know nothing of Prometheus: they keep
 // plain counters or call an observer, and the collectors here read them at
 // scrape time.
 package metrics

@@ -1,0 +1,51 @@
+package blockvol
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netvol/netvol/internal/units"
+	"github.com/netvol/netvol/server/api"
+	"github.com/netvol/netvol/volume/backend"
+)
+
+// volume is v as docker volume inspect shows it.
+func (b *Backend) volume(v api.Volume) backend.Volume {
+	st := map[string]string{
+		"type":            backend.TypeNBD,
+		"server":          b.cfg.API.Server(),
+		"size":            strconv.FormatInt(v.Size, 10),
+		"size_human":      units.HumanSize(v.Size),
+		"allocated":       strconv.FormatInt(v.Allocated, 10),
+		"allocated_human": units.HumanSize(v.Allocated),
+		"created":         v.CreatedAt.UTC().Format(time.RFC3339),
+	}
+	if v.From != "" {
+		st["from"] = v.From
+	}
+	if a := AttachedList(v.Attachments); a != "" {
+		st["attached"] = a
+	}
+	if l := b.lease(v.Name); l != nil {
+		st["lease"] = l.state()
+		if why := l.lostWhy(); why != "" {
+			st["lease_lost"] = why
+		}
+	}
+	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st}
+}
+
+// AttachedList lists attachments as "node(mode)", marking the leases the
+// server says lapsed (by its own clock, never compared with ours).
+func AttachedList(atts []api.Attachment) string {
+	parts := make([]string, 0, len(atts))
+	for _, a := range atts {
+		s := a.Node + "(" + a.Mode
+		if a.ExpiresInMS <= 0 {
+			s += ", lapsed"
+		}
+		parts = append(parts, s+")")
+	}
+	return strings.Join(parts, ", ")
+}
