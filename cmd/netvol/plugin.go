@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/netvol/netvol/internal/metrics"
+	"github.com/netvol/netvol/internal/sockets"
 	"github.com/netvol/netvol/internal/units"
 	"github.com/netvol/netvol/state"
 	"github.com/netvol/netvol/volume"
@@ -177,7 +178,7 @@ func servePlugin(ctx context.Context, log logrus.FieldLogger, f pluginFlags, drv
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	l, err := listenUnix(f.socket, "plugin socket")
+	l, err := sockets.ListenUnix(f.socket, "plugin socket")
 	if err != nil {
 		return err
 	}
@@ -225,25 +226,4 @@ func serveMetrics(addr string, reg *prometheus.Registry, log logrus.FieldLogger)
 	}()
 	log.WithField("addr", l.Addr().String()).Info("serving /metrics")
 	return func() { srv.Close() }, nil
-}
-
-// listenUnix listens on a unix socket; a stale socket nobody answers on is
-// removed first, a live one is an error (another process serves it). what
-// names the socket in errors.
-func listenUnix(path, what string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s %s is in use by another process", what, path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	return l, nil
 }

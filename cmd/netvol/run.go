@@ -54,8 +54,8 @@ func runEmbedded(ctx context.Context, f pluginFlags, nbdListen, apiListen string
 	}
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- d.serve(srvCtx) }()
-	f.server, f.token, f.tokenFile = "http://"+d.apiL.Addr().String(), d.token, ""
+	go func() { srvDone <- d.Serve(srvCtx) }()
+	f.server, f.token, f.tokenFile = "http://"+d.APIAddr().String(), d.Token(), ""
 	plugErr := runPlugin(ctx, f, nil)
 	stopServer()
 	var srvErr error

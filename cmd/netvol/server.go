@@ -2,26 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
-	"github.com/netvol/netvol/internal/metrics"
-	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/server"
 )
 
@@ -107,129 +96,20 @@ func runServer(ctx context.Context, f serverFlags) error {
 	if err != nil {
 		return err
 	}
-	return d.serve(ctx)
+	return d.Serve(ctx)
 }
 
-// daemonStats reads what the metrics show of the registry.
-func daemonStats(svc *server.Service) func() (metrics.DaemonStats, error) {
-	return func() (metrics.DaemonStats, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		vols, err := svc.ListVolumes(ctx)
-		if err != nil {
-			return metrics.DaemonStats{}, err
-		}
-		c := svc.Counters()
-		s := metrics.DaemonStats{Volumes: len(vols), Attaches: c.Attaches, Renewals: c.Renewals, Takeovers: c.Takeovers}
-		for _, v := range vols {
-			s.Attachments += len(v.Attachments)
-		}
-		return s, nil
-	}
-}
-
-// storageDaemon is a storage daemon whose listeners are open: clients can
-// connect before serve runs.
-type storageDaemon struct {
-	log    logrus.FieldLogger
-	svc    *server.Service
-	nbdSrv *nbd.Server
-	nbdL   net.Listener
-	apiSrv *http.Server
-	apiL   net.Listener
-	token  string
-}
-
-// startServer opens the registry and the listeners.
-func startServer(f serverFlags) (*storageDaemon, error) {
+// startServer checks the flags and starts the storage daemon they describe.
+func startServer(f serverFlags) (*server.Daemon, error) {
 	log, maxSize, err := checkServerFlags(&f)
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg, err := loadTLS(f)
-	if err != nil {
-		return nil, err
-	}
-	token, err := loadToken(f.tokenFile)
-	if err != nil {
-		return nil, err
-	}
-	svc, err := server.Open(server.Config{DataDir: f.data, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	nbdL, err := listenNBD(f.nbdListen)
-	if err != nil {
-		svc.Close()
-		return nil, err
-	}
-	apiL, err := net.Listen("tcp", f.apiListen)
-	if err != nil {
-		nbdL.Close()
-		svc.Close()
-		return nil, fmt.Errorf("api listen: %w", err)
-	}
-	d := &storageDaemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token,
-		nbdSrv: &nbd.Server{Exports: svc, ListExports: f.listExports, Logger: log.WithField("component", "nbd"),
-			HandshakeTimeout: f.handshakeTimeout, MaxHandshakes: f.maxHandshakes,
-			MaxExportConns: f.maxExportConns, ReplyTimeout: f.replyTimeout},
-	}
-	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)))
-	d.apiSrv = &http.Server{Handler: server.NewAPI(svc, token, log.WithField("component", "api"),
-		server.WithNBDAddr(nbdL.Addr()), server.WithMetrics(metrics.Handler(reg))),
-		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-	if tlsCfg != nil {
-		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), f.tlsRequired
-		d.apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos
-	}
-	log.WithFields(logrus.Fields{"data": f.data, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
-		"tls": tlsCfg != nil, "tls_required": f.tlsRequired,
-		"lease_ttl": f.leaseTTL, "max_volume_size": maxSize}).Info("netvol server started")
-	return d, nil
-}
-
-// serve runs both servers until a signal or a listener failure, then shuts
-// down in order: NBD (requests in flight finish), API, images, registry.
-func (d *storageDaemon) serve(ctx context.Context) error {
-	log, svc, nbdSrv, nbdL, apiSrv, apiL := d.log, d.svc, d.nbdSrv, d.nbdL, d.apiSrv, d.apiL
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	failed := make(chan error, 2)
-	go func() { failed <- fmt.Errorf("nbd: %w", nbdSrv.Serve(nbdL)) }()
-	go func() {
-		if apiSrv.TLSConfig != nil {
-			failed <- fmt.Errorf("api: %w", apiSrv.ServeTLS(apiL, "", ""))
-			return
-		}
-		failed <- fmt.Errorf("api: %w", apiSrv.Serve(apiL))
-	}()
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case runErr = <-failed:
-		log.WithError(runErr).Error("a listener failed; shutting down")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var errs []error
-	if err := nbdSrv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("nbd shutdown: %w", err))
-	}
-	if err := apiSrv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("api shutdown: %w", err))
-	}
-	if err := svc.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(append(errs, runErr)...); err != nil {
-		return err
-	}
-	log.Info("netvol server stopped")
-	return nil
+	return server.Start(server.DaemonConfig{DataDir: f.data, NBDListen: f.nbdListen, APIListen: f.apiListen,
+		TokenFile: f.tokenFile, MaxVolumeSize: maxSize, LeaseTTL: f.leaseTTL, ListExports: f.listExports,
+		TLSCert: f.tlsCert, TLSKey: f.tlsKey, TLSRequired: f.tlsRequired,
+		HandshakeTimeout: f.handshakeTimeout, ReplyTimeout: f.replyTimeout,
+		MaxHandshakes: f.maxHandshakes, MaxExportConns: f.maxExportConns, Log: log})
 }
 
 func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
@@ -260,12 +140,6 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	case f.tlsRequired && f.tlsCert == "":
 		return nil, 0, errors.New("--tls-required (NETVOL_TLS_REQUIRED) needs a certificate: give --tls-cert and --tls-key")
 	}
-	if err := os.MkdirAll(f.data, 0o700); err != nil {
-		return nil, 0, err
-	}
-	if f.tokenFile == "" {
-		f.tokenFile = filepath.Join(f.data, "token")
-	}
 	return log, maxSize, nil
 }
 
@@ -283,62 +157,4 @@ func checkNBDLimits(f *serverFlags) error {
 		return fmt.Errorf("--nbd-max-export-conns %d: must be positive", f.maxExportConns)
 	}
 	return nil
-}
-
-// loadTLS loads the certificate and key; nil without a certificate. The
-// same configuration serves HTTPS and NBD STARTTLS; TLS 1.2 is the least the
-// NBD protocol allows.
-func loadTLS(f serverFlags) (*tls.Config, error) {
-	if f.tlsCert == "" {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
-}
-
-// loadToken reads the API token, creating the file with a random token
-// (mode 0600) when it does not exist.
-func loadToken(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		var b [32]byte
-		rand.Read(b[:])
-		tok := base64.RawURLEncoding.EncodeToString(b[:])
-		fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return "", fmt.Errorf("token file: %w", err)
-		}
-		_, err = fh.WriteString(tok + "\n")
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return "", fmt.Errorf("token file: %w", err)
-		}
-		return tok, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(data))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return tok, nil
-}
-
-// listenNBD listens on host:port or unix:/path; a stale socket nobody
-// answers on is removed first.
-func listenNBD(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		return listenUnix(path, "nbd listen")
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("nbd listen: %w", err)
-	}
-	return l, nil
 }

@@ -17,24 +17,6 @@ import (
 	"github.com/netvol/netvol/nbd"
 )
 
-func TestLoadToken(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "token")
-	tok, err := loadToken(path)
-	if err != nil || len(tok) != 43 {
-		t.Fatalf("new token %q, %v", tok, err)
-	}
-	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("token file mode: %v %v", st.Mode(), err)
-	}
-	if again, err := loadToken(path); err != nil || again != tok {
-		t.Fatalf("reread %q, %v; want %q", again, err, tok)
-	}
-	os.WriteFile(path, []byte(" \n"), 0o600)
-	if _, err := loadToken(path); err == nil {
-		t.Fatal("an empty token file was accepted")
-	}
-}
-
 func TestServerEnvTwins(t *testing.T) {
 	t.Setenv("NETVOL_DATA", "/srv/netvol")
 	t.Setenv("NETVOL_NBD_LISTEN", "unix:/run/nbd.sock")
