@@ -106,7 +106,7 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if o.Server != "" && o.Server != b.cfg.API.Server() {
 		return fmt.Errorf("create volume %q: server %q: this nbd backend uses %s only: %w", name, o.Server, b.cfg.API.Server(), backend.ErrInvalid)
 	}
-	_, err := b.cfg.API.CreateVolume(ctx, api.CreateRequest{Name: name, Size: o.Size, From: o.From})
+	_, err := b.cfg.API.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(err))
 	}
@@ -156,31 +156,11 @@ func (b *Backend) List(ctx context.Context) ([]backend.Volume, error) {
 	return out, nil
 }
 
-// mapErr gives an API failure the backend's meaning (errors.Is) while
-// keeping its message.
+// mapErr adds advice to an API failure. The API's errors are errdefs'
+// kinds already, so they match the backend's with errors.Is as they are.
 func (b *Backend) mapErr(err error) error {
-	var kind error
-	switch {
-	case errors.Is(err, api.ErrNotFound):
-		kind = backend.ErrNotFound
-	case errors.Is(err, api.ErrExists):
-		kind = backend.ErrExists
-	case errors.Is(err, api.ErrInUse), errors.Is(err, api.ErrConflict):
-		kind = backend.ErrInUse
-	case errors.Is(err, api.ErrInvalid):
-		kind = backend.ErrInvalid
-	case errors.Is(err, api.ErrUnavailable):
-		kind = backend.ErrUnavailable
-	case errors.Is(err, api.ErrUnauthorized):
+	if errors.Is(err, api.ErrUnauthorized) {
 		return fmt.Errorf("the storage server %s refused the plugin's API token (check the token file): %w", b.cfg.API.Server(), err)
-	default:
-		return err
 	}
-	return &kindError{err: err, kind: kind}
+	return err
 }
-
-// kindError is an error that also matches a backend sentinel.
-type kindError struct{ err, kind error }
-
-func (e *kindError) Error() string   { return e.err.Error() }
-func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }

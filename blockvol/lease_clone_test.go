@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -49,7 +48,7 @@ func TestLeaseLostWhenClonedWhileLapsed(t *testing.T) {
 type inUseRenewAPI struct{ *api.Client }
 
 func (inUseRenewAPI) Renew(context.Context, string, string) (api.Lease, error) {
-	return api.Lease{}, &api.Error{Status: 409, Code: server.CodeInUse,
+	return api.Lease{}, &api.Error{Status: 409, Code: api.CodeInUse,
 		Message: `read-write lease of node "node-1" not renewed: volume "v" is in use: parent of "c"`}
 }
 

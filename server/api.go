@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/netvol/netvol/state"
@@ -150,14 +152,8 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-// Health is the answer of GET /healthz.
-type Health struct {
-	Status string `json:"status"`        // "ok"
-	NBD    string `json:"nbd,omitempty"` // NBD address: host:port or unix:/path
-}
-
 func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
-	reply(w, http.StatusOK, Health{Status: "ok", NBD: a.nbdAddr})
+	reply(w, http.StatusOK, api.Health{Status: "ok", NBD: a.nbdAddr})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +172,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	var req CreateRequest
+	var req api.CreateRequest
 	if err := decode(r, &req); err != nil {
 		a.fail(w, r, err)
 		return
@@ -218,13 +214,8 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusNoContent, nil)
 }
 
-// ResizeRequest is the body of POST /v1/volumes/{name}/resize.
-type ResizeRequest struct {
-	Size Size `json:"size"`
-}
-
 func (a *API) resize(w http.ResponseWriter, r *http.Request) {
-	var req ResizeRequest
+	var req api.ResizeRequest
 	if err := decode(r, &req); err != nil {
 		a.fail(w, r, err)
 		return
@@ -239,7 +230,7 @@ func (a *API) resize(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) attach(w http.ResponseWriter, r *http.Request) {
-	var req AttachRequest
+	var req api.AttachRequest
 	if err := decode(r, &req); err != nil {
 		a.fail(w, r, err)
 		return

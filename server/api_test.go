@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/sirupsen/logrus"
 )
 
@@ -31,7 +33,7 @@ func newAPI(t *testing.T) (*apiClient, *Service, *clock) {
 }
 
 // do sends a request and decodes a JSON answer into out (when not nil).
-func (c *apiClient) do(method, path, body string, out any) (int, errorBody) {
+func (c *apiClient) do(method, path, body string, out any) (int, api.ErrorBody) {
 	c.t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -50,7 +52,7 @@ func (c *apiClient) do(method, path, body string, out any) (int, errorBody) {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	var e errorBody
+	var e api.ErrorBody
 	if resp.StatusCode >= 400 {
 		if err := json.Unmarshal(data, &e); err != nil || e.Code == "" || e.Error == "" {
 			c.t.Fatalf("%s %s: %d with a body that is not an API error: %q", method, path, resp.StatusCode, data)
@@ -85,7 +87,7 @@ func (c *apiClient) refused(status int, code, method, path, body string) string 
 
 func TestAPIVolumes(t *testing.T) {
 	c, _, _ := newAPI(t)
-	var v Volume
+	var v api.Volume
 	c.must(201, "POST", "/v1/volumes", `{"name":"data","size":"64M","labels":{"app":"db"}}`, &v)
 	if v.Name != "data" || v.Size != 64<<20 || v.Labels["app"] != "db" || v.Allocated == 0 || v.Attachments == nil {
 		t.Fatalf("created %+v", v)
@@ -99,7 +101,7 @@ func TestAPIVolumes(t *testing.T) {
 	if v.Size != 1<<20 {
 		t.Fatalf("get %+v", v)
 	}
-	var list []Volume
+	var list []api.Volume
 	c.must(200, "GET", "/v1/volumes", "", &list)
 	if len(list) != 3 || list[0].Name != "clone" {
 		t.Fatalf("list %+v", list)
@@ -108,14 +110,14 @@ func TestAPIVolumes(t *testing.T) {
 	if v.Size != 2<<20 {
 		t.Fatalf("resized %+v", v)
 	}
-	c.refused(400, CodeInvalid, "POST", "/v1/volumes/plain/resize", `{"size":"1M"}`)
-	c.refused(404, CodeNotFound, "POST", "/v1/volumes/nope/resize", `{"size":"1M"}`)
-	c.refused(409, CodeInUse, "DELETE", "/v1/volumes/data", "")
+	c.refused(400, api.CodeInvalid, "POST", "/v1/volumes/plain/resize", `{"size":"1M"}`)
+	c.refused(404, api.CodeNotFound, "POST", "/v1/volumes/nope/resize", `{"size":"1M"}`)
+	c.refused(409, api.CodeInUse, "DELETE", "/v1/volumes/data", "")
 	c.must(204, "DELETE", "/v1/volumes/clone", "", nil)
 	c.must(204, "DELETE", "/v1/volumes/data", "", nil)
-	c.refused(404, CodeNotFound, "GET", "/v1/volumes/data", "")
-	c.refused(404, CodeNotFound, "DELETE", "/v1/volumes/data", "")
-	c.refused(409, CodeExists, "POST", "/v1/volumes", `{"name":"plain","size":"1M"}`)
+	c.refused(404, api.CodeNotFound, "GET", "/v1/volumes/data", "")
+	c.refused(404, api.CodeNotFound, "DELETE", "/v1/volumes/data", "")
+	c.refused(409, api.CodeExists, "POST", "/v1/volumes", `{"name":"plain","size":"1M"}`)
 	c.must(200, "GET", "/healthz", "", nil)
 	resp, err := http.Get(c.url + "/healthz") // no token needed
 	if err != nil || resp.StatusCode != 200 {
@@ -156,24 +158,24 @@ func TestAPIRefusesBadRequests(t *testing.T) {
 		`[]`:                                       "request body",
 		`{"name":"x","size":"1M","labels":"oops"}`: "request body",
 	} {
-		if msg := c.refused(400, CodeInvalid, "POST", "/v1/volumes", body); !strings.Contains(msg, want) {
+		if msg := c.refused(400, api.CodeInvalid, "POST", "/v1/volumes", body); !strings.Contains(msg, want) {
 			t.Errorf("%s: error %q does not mention %q", body, msg, want)
 		}
 	}
 	big := `{"name":"x","size":"1M","labels":{"a":"` + strings.Repeat("a", 1<<20) + `"}}`
-	c.refused(413, CodeInvalid, "POST", "/v1/volumes", big)
-	c.refused(400, CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rw","extra":1}`)
-	c.refused(400, CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rwx"}`)
-	c.refused(400, CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"","mode":"rw"}`)
-	c.refused(400, CodeInvalid, "POST", "/v1/volumes/v/resize", `{"size":"2M","grow":true}`)
+	c.refused(413, api.CodeInvalid, "POST", "/v1/volumes", big)
+	c.refused(400, api.CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rw","extra":1}`)
+	c.refused(400, api.CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rwx"}`)
+	c.refused(400, api.CodeInvalid, "POST", "/v1/volumes/v/attachments", `{"node":"","mode":"rw"}`)
+	c.refused(400, api.CodeInvalid, "POST", "/v1/volumes/v/resize", `{"size":"2M","grow":true}`)
 
 	for _, tok := range []string{"", "wrong", testToken + "x", strings.ToUpper(testToken)} {
 		bad := &apiClient{t: t, url: c.url, token: tok}
-		bad.refused(401, CodeUnauthorized, "POST", "/v1/volumes", `{"name":"x","size":"1M"}`)
-		bad.refused(401, CodeUnauthorized, "GET", "/v1/volumes", "")
-		bad.refused(401, CodeUnauthorized, "DELETE", "/v1/volumes/v", "")
-		bad.refused(401, CodeUnauthorized, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rw"}`)
-		bad.refused(401, CodeUnauthorized, "GET", "/metrics", "")
+		bad.refused(401, api.CodeUnauthorized, "POST", "/v1/volumes", `{"name":"x","size":"1M"}`)
+		bad.refused(401, api.CodeUnauthorized, "GET", "/v1/volumes", "")
+		bad.refused(401, api.CodeUnauthorized, "DELETE", "/v1/volumes/v", "")
+		bad.refused(401, api.CodeUnauthorized, "POST", "/v1/volumes/v/attachments", `{"node":"n1","mode":"rw"}`)
+		bad.refused(401, api.CodeUnauthorized, "GET", "/metrics", "")
 	}
 	req, _ := http.NewRequest("GET", c.url+"/v1/volumes", nil)
 	req.Header.Set("Authorization", "Basic "+testToken)
@@ -181,7 +183,7 @@ func TestAPIRefusesBadRequests(t *testing.T) {
 		t.Fatalf("Basic auth: %v %v", resp, err)
 	}
 
-	var list []Volume
+	var list []api.Volume
 	c.must(200, "GET", "/v1/volumes", "", &list)
 	if len(list) != 1 || list[0].Name != "v" || list[0].Size != 1<<20 || len(list[0].Attachments) != 0 {
 		t.Fatalf("refused requests changed the registry: %+v", list)
@@ -197,41 +199,41 @@ func TestAPIRefusesBadRequests(t *testing.T) {
 func TestAPIAttachments(t *testing.T) {
 	c, _, clk := newAPI(t)
 	c.must(201, "POST", "/v1/volumes", `{"name":"v","size":"4M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/v/attachments", `{"node":"node-1","mode":"rw"}`, &g)
 	if !strings.HasPrefix(g.Export, "v.") || g.Generation != 1 || !g.Expires.Equal(clk.Now().Add(15e9)) {
 		t.Fatalf("grant %+v", g)
 	}
-	msg := c.refused(409, CodeConflict, "POST", "/v1/volumes/v/attachments", `{"node":"node-2","mode":"rw"}`)
+	msg := c.refused(409, api.CodeConflict, "POST", "/v1/volumes/v/attachments", `{"node":"node-2","mode":"rw"}`)
 	if !strings.Contains(msg, `"node-1"`) {
 		t.Fatalf("conflict does not name the holder: %q", msg)
 	}
-	var v Volume
+	var v api.Volume
 	c.must(200, "GET", "/v1/volumes/v", "", &v)
-	if len(v.Attachments) != 1 || v.Attachments[0] != (Attachment{Node: "node-1", Mode: "rw", Generation: 1, Expires: g.Expires, ExpiresInMS: 15000}) {
+	if len(v.Attachments) != 1 || v.Attachments[0] != (api.Attachment{Node: "node-1", Mode: "rw", Generation: 1, Expires: g.Expires, ExpiresInMS: 15000}) {
 		t.Fatalf("attachments %+v", v.Attachments)
 	}
-	c.refused(409, CodeInUse, "DELETE", "/v1/volumes/v", "")
-	c.refused(409, CodeInUse, "POST", "/v1/volumes/v/resize", `{"size":"8M"}`)
-	c.refused(409, CodeInUse, "POST", "/v1/volumes", `{"name":"c","from":"v"}`)
+	c.refused(409, api.CodeInUse, "DELETE", "/v1/volumes/v", "")
+	c.refused(409, api.CodeInUse, "POST", "/v1/volumes/v/resize", `{"size":"8M"}`)
+	c.refused(409, api.CodeInUse, "POST", "/v1/volumes", `{"name":"c","from":"v"}`)
 	clk.Add(5e9)
-	var l Lease
+	var l api.Lease
 	c.must(200, "POST", "/v1/volumes/v/attachments/node-1/renew", "", &l)
 	if !l.Expires.Equal(clk.Now().Add(15e9)) {
 		t.Fatalf("renewed to %v", l.Expires)
 	}
-	c.refused(404, CodeNotFound, "POST", "/v1/volumes/v/attachments/node-2/renew", "")
-	c.refused(404, CodeNotFound, "POST", "/v1/volumes/w/attachments/node-1/renew", "")
-	c.refused(404, CodeNotFound, "POST", "/v1/volumes/w/attachments", `{"node":"node-1","mode":"rw"}`)
+	c.refused(404, api.CodeNotFound, "POST", "/v1/volumes/v/attachments/node-2/renew", "")
+	c.refused(404, api.CodeNotFound, "POST", "/v1/volumes/w/attachments/node-1/renew", "")
+	c.refused(404, api.CodeNotFound, "POST", "/v1/volumes/w/attachments", `{"node":"node-1","mode":"rw"}`)
 	c.must(204, "DELETE", "/v1/volumes/v/attachments/node-1", "", nil)
-	c.refused(404, CodeNotFound, "DELETE", "/v1/volumes/v/attachments/node-1", "")
+	c.refused(404, api.CodeNotFound, "DELETE", "/v1/volumes/v/attachments/node-1", "")
 	c.must(200, "POST", "/v1/volumes/v/attachments", `{"node":"node-2","mode":"rw"}`, &g)
 	if g.Generation != 2 {
 		t.Fatalf("generation %d after a detach, want 2", g.Generation)
 	}
 	clk.Add(16e9) // node-2's lease lapses; node-1 takes over
 	c.must(200, "POST", "/v1/volumes/v/attachments", `{"node":"node-1","mode":"ro"}`, &g)
-	c.refused(404, CodeNotFound, "POST", "/v1/volumes/v/attachments/node-2/renew", "")
+	c.refused(404, api.CodeNotFound, "POST", "/v1/volumes/v/attachments/node-2/renew", "")
 }
 
 // The auth scheme is case-insensitive (RFC 7235, section 2.1); the token

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/netvol/netvol/server/api"
 
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/qcow2"
@@ -17,42 +18,6 @@ var (
 	_ nbd.ZeroWriter = (*qcow2.Image)(nil)
 	_ nbd.ZeroWriter = lostWritesBackend{}
 )
-
-// AttachRequest is the body of POST /v1/volumes/{name}/attachments.
-type AttachRequest struct {
-	Node string `json:"node"`
-	Mode string `json:"mode"`
-}
-
-// Grant answers an attach: the NBD export name to present, the attachment's
-// generation and its lease: the expiry on the daemon's clock and the time
-// left, which a client counts on its own clock. Fenced names the nodes
-// whose read-write attachments this attach took over: their connections
-// are closed and their exports refused, so nothing they still send reaches
-// the image.
-type Grant struct {
-	Export      string    `json:"export"`
-	Generation  uint64    `json:"generation"`
-	Expires     time.Time `json:"expires"`
-	ExpiresInMS int64     `json:"expires_in_ms"`
-	Fenced      []string  `json:"fenced,omitempty"`
-	// Instance names this run of the daemon (see Lease).
-	Instance string `json:"instance,omitempty"`
-}
-
-// Lease answers a renew, as in Grant.
-type Lease struct {
-	Expires     time.Time `json:"expires"`
-	ExpiresInMS int64     `json:"expires_in_ms"`
-	// Instance names this run of the daemon: when it differs from the one
-	// seen before, the daemon restarted and closed every NBD connection, so
-	// the client must connect again (the export name stays valid).
-	Instance string `json:"instance,omitempty"`
-	// LostWrites: the storage node went down uncleanly while this
-	// attachment could write; writes it had not flushed may be gone and its
-	// flushes fail. A kernel device should be failed, not reconnected.
-	LostWrites bool `json:"lost_writes,omitempty"`
-}
 
 func checkNodeName(node string) error {
 	if !nodeNameRe.MatchString(node) {
@@ -67,34 +32,34 @@ func checkNodeName(node string) error {
 // revoked (state.AddAttachment decides). Revoking waits for the requests
 // in flight on the old connections, so once Attach returns no write of a
 // fenced holder can land.
-func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) (Grant, error) {
+func (s *Service) Attach(ctx context.Context, volume string, req api.AttachRequest) (api.Grant, error) {
 	mode := state.Mode(req.Mode)
 	if err := checkNodeName(req.Node); err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	if !mode.Valid() {
-		return Grant{}, fmt.Errorf("mode %q: want \"rw\" or \"ro\": %w", req.Mode, state.ErrInvalid)
+		return api.Grant{}, fmt.Errorf("mode %q: want \"rw\" or \"ro\": %w", req.Mode, state.ErrInvalid)
 	}
 	if err := s.acquire(ctx); err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	defer s.release()
 	v, err := s.reg.GetVolume(volume)
 	if err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	if err := s.checkAttachable(v.Name, mode); err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	if _, err := s.image(v); err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	token := newToken()
 	now := s.cfg.Now()
 	a, revoked, err := s.reg.AddAttachment(volume, state.Attachment{Node: req.Node, Mode: mode,
 		Expires: now.Add(s.cfg.LeaseTTL).UTC(), Export: volume + "." + token, TokenHash: state.HashToken(token)}, now)
 	if err != nil {
-		return Grant{}, err
+		return api.Grant{}, err
 	}
 	var fenced []string
 	for _, r := range revoked {
@@ -107,7 +72,7 @@ func (s *Service) Attach(ctx context.Context, volume string, req AttachRequest) 
 		}
 	}
 	s.counts.attaches.Add(1)
-	return Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires,
+	return api.Grant{Export: a.Export, Generation: a.Generation, Expires: a.Expires,
 		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced, Instance: s.instance}, nil
 }
 
@@ -128,18 +93,18 @@ func (s *Service) checkAttachable(volume string, mode state.Mode) error {
 // in_use for a read-write attachment of a volume that has clones (which
 // must not change): cloning removes such attachments, so this is only an
 // attachment recorded before it did.
-func (s *Service) Renew(ctx context.Context, volume, node string) (Lease, error) {
+func (s *Service) Renew(ctx context.Context, volume, node string) (api.Lease, error) {
 	if err := s.acquire(ctx); err != nil {
-		return Lease{}, err
+		return api.Lease{}, err
 	}
 	defer s.release()
 	now := s.cfg.Now()
 	a, err := s.reg.RenewAttachment(volume, node, now.Add(s.cfg.LeaseTTL).UTC())
 	if err != nil {
-		return Lease{}, err
+		return api.Lease{}, err
 	}
 	s.counts.renewals.Add(1)
-	return Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance,
+	return api.Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance,
 		LostWrites: a.LostWrites}, nil
 }
 

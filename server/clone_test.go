@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/state"
 )
@@ -52,7 +54,7 @@ func TestAPICloneFencesLapsedWriter(t *testing.T) {
 	c, s, clk := newAPI(t)
 	_, sock := serveNBD(t, s)
 	c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
 	cl := dialExport(t, sock, g.Export)
 	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
@@ -69,7 +71,7 @@ func TestAPICloneFencesLapsedWriter(t *testing.T) {
 		t.Error("the lapsed writer's connection still writes the clone's source")
 	}
 	// (b) Its lease is not renewed: the attachment is gone.
-	if st, e := c.do("POST", "/v1/volumes/base/attachments/n1/renew", "", nil); st != 404 || e.Code != CodeNotFound {
+	if st, e := c.do("POST", "/v1/volumes/base/attachments/n1/renew", "", nil); st != 404 || e.Code != api.CodeNotFound {
 		t.Errorf("renew of the lapsed writer after the clone: %d %+v, want 404 not_found", st, e)
 	}
 	// (c) Its export name is not served again, nor is a new writer let in.
@@ -77,10 +79,10 @@ func TestAPICloneFencesLapsedWriter(t *testing.T) {
 		cl2.Close()
 		t.Error("the lapsed writer's export was served again after the clone")
 	}
-	if st, e := c.do("POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, nil); st != 409 || e.Code != CodeInUse || !strings.Contains(e.Error, `"clone"`) {
+	if st, e := c.do("POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, nil); st != 409 || e.Code != api.CodeInUse || !strings.Contains(e.Error, `"clone"`) {
 		t.Errorf("a new writer of the clone's source: %d %+v, want 409 in_use naming the clone", st, e)
 	}
-	var v Volume
+	var v api.Volume
 	c.must(200, "GET", "/v1/volumes/base", "", &v)
 	if len(v.Attachments) != 0 {
 		t.Errorf("source still has attachments %+v", v.Attachments)
@@ -88,7 +90,7 @@ func TestAPICloneFencesLapsedWriter(t *testing.T) {
 	c.do("DELETE", "/v1/volumes/base/attachments/n1", "", nil) // were it still recorded, readers would conflict
 
 	// (d) The clone and the source read what the source held at the clone.
-	var cg, bg Grant
+	var cg, bg api.Grant
 	c.must(200, "POST", "/v1/volumes/clone/attachments", `{"node":"n2","mode":"ro"}`, &cg)
 	readAll(t, sock, cg.Export, 0xaa)
 	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n3","mode":"ro"}`, &bg)
@@ -101,15 +103,15 @@ func TestAPICloneRefusedWhileWriterLive(t *testing.T) {
 	c, s, clk := newAPI(t)
 	_, sock := serveNBD(t, s)
 	c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
 	cl := dialExport(t, sock, g.Export)
 	clk.Add(14 * time.Second)
-	msg := c.refused(409, CodeInUse, "POST", "/v1/volumes", `{"name":"clone","from":"base"}`)
+	msg := c.refused(409, api.CodeInUse, "POST", "/v1/volumes", `{"name":"clone","from":"base"}`)
 	if !strings.Contains(msg, `"n1"`) {
 		t.Fatalf("refusal does not name the holder: %q", msg)
 	}
-	c.refused(404, CodeNotFound, "GET", "/v1/volumes/clone", "")
+	c.refused(404, api.CodeNotFound, "GET", "/v1/volumes/clone", "")
 	// base.qcow2 and, while it is open, its intent log.
 	if files := imageFiles(t, s); strings.Join(files, ",") != "base.qcow2,base.qcow2.wal" {
 		t.Fatalf("refused clone left files %v", files)
@@ -144,7 +146,7 @@ func TestCloneRevokesLapsedWriter(t *testing.T) {
 	if _, err := s.Open(bg, w.Export); !errors.Is(err, nbd.ErrUnknownExport) {
 		t.Errorf("open of the lapsed writer's export after the clone: %v", err)
 	}
-	_, err = s.Attach(bg, "base", AttachRequest{Node: "n1", Mode: "rw"})
+	_, err = s.Attach(bg, "base", api.AttachRequest{Node: "n1", Mode: "rw"})
 	wantErr(t, err, state.ErrInUse)
 	mustAttach(t, s, "base", "n2", "ro")
 
@@ -154,7 +156,7 @@ func TestCloneRevokesLapsedWriter(t *testing.T) {
 	if e, err = s.Open(bg, w.Export); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.CreateVolume(bg, CreateRequest{Name: "clone2", From: "other"})
+	_, err = s.CreateVolume(bg, api.CreateRequest{Name: "clone2", From: "other"})
 	var inUse *state.InUseError
 	if !errors.As(err, &inUse) || len(inUse.Nodes) != 1 || inUse.Nodes[0] != "n1" {
 		t.Fatalf("clone of a live writer's volume: %v", err)
@@ -185,7 +187,7 @@ func TestRecordedWriterOfCloneSourceRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), `"n1"`) || !strings.Contains(err.Error(), `"clone"`) {
 		t.Errorf("renew refusal %q does not name the node and the clone", err)
 	}
-	c.refused(409, CodeInUse, "POST", "/v1/volumes/base/attachments/n1/renew", "")
+	c.refused(409, api.CodeInUse, "POST", "/v1/volumes/base/attachments/n1/renew", "")
 	if _, err := s.Open(bg, "base."+token); !errors.Is(err, nbd.ErrUnknownExport) {
 		t.Errorf("open of a read-write export of a clone source: %v", err)
 	}

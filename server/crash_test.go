@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/netvol/netvol/nbd"
 )
 
@@ -45,10 +47,10 @@ func TestCrashChild(t *testing.T) {
 		fail("open", err)
 	}
 	ctx := context.Background()
-	if _, err := s.CreateVolume(ctx, CreateRequest{Name: "vol", Size: 16 << 20}); err != nil {
+	if _, err := s.CreateVolume(ctx, api.CreateRequest{Name: "vol", Size: 16 << 20}); err != nil {
 		fail("create", err)
 	}
-	g, err := s.Attach(ctx, "vol", AttachRequest{Node: "n1", Mode: "rw"})
+	g, err := s.Attach(ctx, "vol", api.AttachRequest{Node: "n1", Mode: "rw"})
 	if err != nil {
 		fail("attach", err)
 	}
@@ -214,7 +216,7 @@ func TestLostWritesFailFlushesAfterPowerCut(t *testing.T) {
 	if err := s.Detach(ctx, "vol", "n1"); err != nil {
 		t.Fatal(err)
 	}
-	g, err := s.Attach(ctx, "vol", AttachRequest{Node: "n1", Mode: "rw"})
+	g, err := s.Attach(ctx, "vol", api.AttachRequest{Node: "n1", Mode: "rw"})
 	if err != nil {
 		t.Fatal(err)
 	}

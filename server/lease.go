@@ -48,9 +48,3 @@ func (s *Service) restartLeases() error {
 // floorMS is d in whole milliseconds, rounded down: what a holder may
 // count on.
 func floorMS(d time.Duration) int64 { return max(int64(d/time.Millisecond), 0) }
-
-// ceilMS is d in whole milliseconds, rounded up: what a waiting client
-// must wait at least.
-func ceilMS(d time.Duration) int64 {
-	return max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
-}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/state"
 )
@@ -41,7 +43,7 @@ func TestGrantTimeLeftAndFenced(t *testing.T) {
 		t.Fatalf("grant %+v", g)
 	}
 	clk.Add(4 * time.Second)
-	_, err := s.Attach(bg, "v", AttachRequest{Node: "n2", Mode: "rw"})
+	_, err := s.Attach(bg, "v", api.AttachRequest{Node: "n2", Mode: "rw"})
 	var ce *state.ConflictError
 	if !errors.As(err, &ce) || ce.ExpiresIn != 11*time.Second {
 		t.Fatalf("conflict %v", err)
@@ -92,7 +94,7 @@ func TestLeasesSurviveRestart(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", v.Attachments, err)
 	}
 	clk.Add(10 * time.Second)
-	_, err = s.Attach(bg, "v", AttachRequest{Node: "n2", Mode: "rw"})
+	_, err = s.Attach(bg, "v", api.AttachRequest{Node: "n2", Mode: "rw"})
 	var ce *state.ConflictError
 	if !errors.As(err, &ce) || ce.Holder != "n1" || ce.ExpiresIn != 5*time.Second {
 		t.Fatalf("attach within the restored term: %v", err)
@@ -116,7 +118,7 @@ func TestLeasesSurviveRestart(t *testing.T) {
 func TestAPIConflictBody(t *testing.T) {
 	c, _, clk := newAPI(t)
 	c.must(201, "POST", "/v1/volumes", `{"name":"v","size":"4M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/v/attachments", `{"node":"node-1","mode":"rw"}`, &g)
 	if g.ExpiresInMS != 15000 {
 		t.Fatalf("grant %+v", g)

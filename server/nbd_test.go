@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/netvol/netvol/nbd"
@@ -75,7 +77,7 @@ func TestNBDRoundTrip(t *testing.T) {
 	c, s, clk := newAPI(t)
 	srv, sock := serveNBD(t, s)
 	c.must(201, "POST", "/v1/volumes", `{"name":"vol","size":"16M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/vol/attachments", `{"node":"n1","mode":"rw"}`, &g)
 
 	mustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 1M 256k", "-c", "flush", nbdURL(sock, g.Export))
@@ -90,7 +92,7 @@ func TestNBDRoundTrip(t *testing.T) {
 			t.Fatalf("export %q was served:\n%s", name, out)
 		}
 	}
-	msg := c.refused(409, CodeConflict, "POST", "/v1/volumes/vol/attachments", `{"node":"n2","mode":"rw"}`)
+	msg := c.refused(409, api.CodeConflict, "POST", "/v1/volumes/vol/attachments", `{"node":"n2","mode":"rw"}`)
 	if !strings.Contains(msg, `"n1"`) {
 		t.Fatalf("conflict does not name the holder: %q", msg)
 	}
@@ -116,7 +118,7 @@ func TestNBDRoundTrip(t *testing.T) {
 	}
 
 	// Read-only attachment: reads, writes refused.
-	var ro Grant
+	var ro api.Grant
 	c.must(200, "POST", "/v1/volumes/vol/attachments", `{"node":"n2","mode":"ro"}`, &ro)
 	rc, err := nbd.Dial(ctx, "unix", sock, nbd.ClientOptions{ExportName: ro.Export})
 	if err != nil {
@@ -157,7 +159,7 @@ func TestNBDClone(t *testing.T) {
 	c, s, _ := newAPI(t)
 	_, sock := serveNBD(t, s)
 	c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
-	var g Grant
+	var g api.Grant
 	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
 	mustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", nbdURL(sock, g.Export))
 	c.must(204, "DELETE", "/v1/volumes/base/attachments/n1", "", nil)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/state"
 )
@@ -23,7 +25,7 @@ func TestConcurrentAttach(t *testing.T) {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
-		wg.Go(func() { _, errs[i] = s.Attach(bg, "v", AttachRequest{Node: n, Mode: "rw"}) })
+		wg.Go(func() { _, errs[i] = s.Attach(bg, "v", api.AttachRequest{Node: n, Mode: "rw"}) })
 	}
 	wg.Wait()
 	var winner string
@@ -49,7 +51,7 @@ func TestCreateNeverReplacesAFile(t *testing.T) {
 	s, _ := newService(t)
 	path := filepath.Join(s.dir, "x.qcow2")
 	os.WriteFile(path, []byte("precious"), 0o600)
-	_, err := s.CreateVolume(bg, CreateRequest{Name: "x", Size: 1 << 20})
+	_, err := s.CreateVolume(bg, api.CreateRequest{Name: "x", Size: 1 << 20})
 	wantErr(t, err, state.ErrExists)
 	if data, _ := os.ReadFile(path); string(data) != "precious" {
 		t.Fatal("create replaced an existing file")
@@ -95,7 +97,7 @@ func TestAttachDetachStress(t *testing.T) {
 			node := []string{"a", "b", "c", "d"}[w]
 			buf := make([]byte, 4096)
 			for range 15 {
-				g, err := s.Attach(ctx, "v", AttachRequest{Node: node, Mode: "ro"})
+				g, err := s.Attach(ctx, "v", api.AttachRequest{Node: node, Mode: "ro"})
 				if err != nil {
 					t.Error(err)
 					return

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -203,51 +205,19 @@ func (s *Service) acquire(ctx context.Context) error {
 
 func (s *Service) release() { <-s.lock }
 
-// Volume is a volume as the API shows it.
-type Volume struct {
-	Name        string            `json:"name"`
-	Size        int64             `json:"size"`
-	Allocated   int64             `json:"allocated"`
-	CreatedAt   time.Time         `json:"created_at"`
-	From        string            `json:"from"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Attachments []Attachment      `json:"attachments"`
-}
-
-// Attachment is a node's attachment as the API shows it. ExpiresInMS is
-// the time its lease has left on the daemon's clock, 0 once it lapsed:
-// judge a lease by it, not by comparing Expires with another clock.
-type Attachment struct {
-	Node        string    `json:"node"`
-	Mode        string    `json:"mode"`
-	Generation  uint64    `json:"generation"`
-	Expires     time.Time `json:"expires"`
-	ExpiresInMS int64     `json:"expires_in_ms"`
-	// LostWrites: see state.Attachment; its flushes fail until it detaches.
-	LostWrites bool `json:"lost_writes,omitempty"`
-}
-
-func (s *Service) volume(v state.Volume) Volume {
-	out := Volume{Name: v.Name, Size: v.Size, CreatedAt: v.Created, From: v.Parent,
-		Labels: v.Labels, Attachments: []Attachment{}}
+func (s *Service) volume(v state.Volume) api.Volume {
+	out := api.Volume{Name: v.Name, Size: v.Size, CreatedAt: v.Created, From: v.Parent,
+		Labels: v.Labels, Attachments: []api.Attachment{}}
 	var st syscall.Stat_t
 	if err := syscall.Stat(filepath.Join(s.cfg.DataDir, v.File), &st); err == nil {
 		out.Allocated = st.Blocks * 512
 	}
 	now := s.cfg.Now()
 	for _, a := range v.Attachments {
-		out.Attachments = append(out.Attachments, Attachment{Node: a.Node, Mode: string(a.Mode),
+		out.Attachments = append(out.Attachments, api.Attachment{Node: a.Node, Mode: string(a.Mode),
 			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites})
 	}
 	return out
-}
-
-// CreateRequest is the body of POST /v1/volumes.
-type CreateRequest struct {
-	Name   string            `json:"name"`
-	Size   Size              `json:"size"`
-	From   string            `json:"from"`
-	Labels map[string]string `json:"labels"`
 }
 
 func checkVolumeName(name string) error {
@@ -271,39 +241,39 @@ func (s *Service) checkSize(size int64) error {
 
 // CreateVolume makes a volume: a new image, or with req.From an overlay of
 // that volume's image. Size may be left out for a clone (the source's).
-func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (Volume, error) {
+func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
 	if err := checkVolumeName(req.Name); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	if err := s.acquire(ctx); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	defer s.release()
 	size, backing := int64(req.Size), ""
 	if req.From != "" {
 		src, err := s.reg.GetVolume(req.From)
 		if err != nil {
-			return Volume{}, fmt.Errorf("clone source: %w", err)
+			return api.Volume{}, fmt.Errorf("clone source: %w", err)
 		}
 		if size == 0 {
 			size = src.Size
 		}
 		if size < src.Size {
-			return Volume{}, fmt.Errorf("size %d is smaller than the source %q (%d): %w", size, src.Name, src.Size, state.ErrInvalid)
+			return api.Volume{}, fmt.Errorf("size %d is smaller than the source %q (%d): %w", size, src.Name, src.Size, state.ErrInvalid)
 		}
 		backing = filepath.Base(src.File)
 	}
 	if err := s.checkSize(size); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	v := state.Volume{Name: req.Name, Size: size, File: filepath.Join(volumesDir, req.Name+imageExt),
 		Parent: req.From, Created: s.cfg.Now().UTC(), Labels: req.Labels}
 	if err := s.createImage(v, backing); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	if err := s.register(v); err != nil {
 		os.Remove(filepath.Join(s.cfg.DataDir, v.File))
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	return s.volume(v), nil
 }
@@ -377,21 +347,21 @@ func syncDir(dir string) error {
 }
 
 // GetVolume returns one volume.
-func (s *Service) GetVolume(_ context.Context, name string) (Volume, error) {
+func (s *Service) GetVolume(_ context.Context, name string) (api.Volume, error) {
 	v, err := s.reg.GetVolume(name)
 	if err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	return s.volume(v), nil
 }
 
 // ListVolumes returns every volume, sorted by name.
-func (s *Service) ListVolumes(context.Context) ([]Volume, error) {
+func (s *Service) ListVolumes(context.Context) ([]api.Volume, error) {
 	vols, err := s.reg.ListVolumes()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Volume, 0, len(vols))
+	out := make([]api.Volume, 0, len(vols))
 	for _, v := range vols {
 		out = append(out, s.volume(v))
 	}
@@ -429,33 +399,33 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 }
 
 // ResizeVolume grows a volume; refused while it is attached or has clones.
-func (s *Service) ResizeVolume(ctx context.Context, name string, size int64) (Volume, error) {
+func (s *Service) ResizeVolume(ctx context.Context, name string, size int64) (api.Volume, error) {
 	if err := s.checkSize(size); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	if err := s.acquire(ctx); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	defer s.release()
 	v, err := s.reg.GetVolume(name)
 	if err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	if err := s.checkResizable(v, size); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	img, err := s.image(v)
 	if err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	if err := img.Resize(size); err != nil {
-		return Volume{}, fmt.Errorf("volume %q: %w", name, err)
+		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
 	}
 	if err := img.Flush(); err != nil {
-		return Volume{}, fmt.Errorf("volume %q: %w", name, err)
+		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
 	}
 	if v, err = s.reg.UpdateVolumeSize(name, size); err != nil {
-		return Volume{}, err
+		return api.Volume{}, err
 	}
 	return s.volume(v), nil
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/server/api"
+
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/state"
 )
@@ -40,18 +42,18 @@ func newService(t *testing.T) (*Service, *clock) {
 
 var bg = context.Background()
 
-func mustCreate(t *testing.T, s *Service, name string, size int64, from string) Volume {
+func mustCreate(t *testing.T, s *Service, name string, size int64, from string) api.Volume {
 	t.Helper()
-	v, err := s.CreateVolume(bg, CreateRequest{Name: name, Size: Size(size), From: from})
+	v, err := s.CreateVolume(bg, api.CreateRequest{Name: name, Size: api.Size(size), From: from})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
 }
 
-func mustAttach(t *testing.T, s *Service, vol, node, mode string) Grant {
+func mustAttach(t *testing.T, s *Service, vol, node, mode string) api.Grant {
 	t.Helper()
-	g, err := s.Attach(bg, vol, AttachRequest{Node: node, Mode: mode})
+	g, err := s.Attach(bg, vol, api.AttachRequest{Node: node, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestCreateGetListDelete(t *testing.T) {
 	if err != nil || len(list) != 2 || list[0].Name != "a.b_c-1" || list[1].Name != "data" {
 		t.Fatalf("list: %+v, %v", list, err)
 	}
-	_, err = s.CreateVolume(bg, CreateRequest{Name: "data", Size: 1 << 20})
+	_, err = s.CreateVolume(bg, api.CreateRequest{Name: "data", Size: 1 << 20})
 	wantErr(t, err, state.ErrExists)
 	if err := s.DeleteVolume(bg, "data"); err != nil {
 		t.Fatal(err)
@@ -107,7 +109,7 @@ func TestCreateGetListDelete(t *testing.T) {
 
 func TestCreateRefused(t *testing.T) {
 	s, _ := newService(t)
-	for _, req := range []CreateRequest{
+	for _, req := range []api.CreateRequest{
 		{Name: "", Size: 1 << 20},
 		{Name: ".hidden", Size: 1 << 20},
 		{Name: "a/b", Size: 1 << 20},
@@ -121,7 +123,7 @@ func TestCreateRefused(t *testing.T) {
 		_, err := s.CreateVolume(bg, req)
 		wantErr(t, err, state.ErrInvalid)
 	}
-	_, err := s.CreateVolume(bg, CreateRequest{Name: "clone", From: "missing"})
+	_, err := s.CreateVolume(bg, api.CreateRequest{Name: "clone", From: "missing"})
 	wantErr(t, err, state.ErrNotFound)
 	if files := imageFiles(t, s); len(files) != 0 {
 		t.Fatalf("refused creates left files %v", files)
@@ -132,7 +134,7 @@ func TestClones(t *testing.T) {
 	s, _ := newService(t)
 	mustCreate(t, s, "base", 8<<20, "")
 	g := mustAttach(t, s, "base", "n1", "rw")
-	_, err := s.CreateVolume(bg, CreateRequest{Name: "c", From: "base"})
+	_, err := s.CreateVolume(bg, api.CreateRequest{Name: "c", From: "base"})
 	wantErr(t, err, state.ErrInUse)
 	if err := s.Detach(bg, "base", "n1"); err != nil {
 		t.Fatal(err)
@@ -142,10 +144,10 @@ func TestClones(t *testing.T) {
 	if c.Size != 8<<20 || c.From != "base" {
 		t.Fatalf("clone %+v", c)
 	}
-	_, err = s.CreateVolume(bg, CreateRequest{Name: "small", From: "base", Size: 1 << 20})
+	_, err = s.CreateVolume(bg, api.CreateRequest{Name: "small", From: "base", Size: 1 << 20})
 	wantErr(t, err, state.ErrInvalid)
 	// The parent may not change under its clone.
-	_, err = s.Attach(bg, "base", AttachRequest{Node: "n1", Mode: "rw"})
+	_, err = s.Attach(bg, "base", api.AttachRequest{Node: "n1", Mode: "rw"})
 	wantErr(t, err, state.ErrInUse)
 	mustAttach(t, s, "base", "n1", "ro")
 	_, err = s.ResizeVolume(bg, "base", 16<<20)
@@ -200,12 +202,12 @@ func TestAttachConflictAndTakeover(t *testing.T) {
 	if err != nil || e1.ReadOnly {
 		t.Fatalf("open: %v", err)
 	}
-	_, err = s.Attach(bg, "v", AttachRequest{Node: "n2", Mode: "rw"})
+	_, err = s.Attach(bg, "v", api.AttachRequest{Node: "n2", Mode: "rw"})
 	var ce *state.ConflictError
 	if !errors.As(err, &ce) || ce.Holder != "n1" || !strings.Contains(err.Error(), `"n1"`) {
 		t.Fatalf("second rw attach: %v", err)
 	}
-	_, err = s.Attach(bg, "v", AttachRequest{Node: "n2", Mode: "ro"})
+	_, err = s.Attach(bg, "v", api.AttachRequest{Node: "n2", Mode: "ro"})
 	wantErr(t, err, state.ErrConflict)
 	// Renewed leases hold; a lapsed one is taken over and fenced.
 	clk.Add(10 * time.Second)
@@ -213,7 +215,7 @@ func TestAttachConflictAndTakeover(t *testing.T) {
 		t.Fatalf("renew: %+v, %v", l, err)
 	}
 	clk.Add(10 * time.Second)
-	_, err = s.Attach(bg, "v", AttachRequest{Node: "n2", Mode: "rw"})
+	_, err = s.Attach(bg, "v", api.AttachRequest{Node: "n2", Mode: "rw"})
 	wantErr(t, err, state.ErrConflict)
 	clk.Add(6 * time.Second)
 	if _, err := s.Open(bg, g1.Export); !errors.Is(err, nbd.ErrUnknownExport) {
@@ -249,17 +251,17 @@ func TestAttachReadOnlyAndRefusals(t *testing.T) {
 	mustCreate(t, s, "v", 4<<20, "")
 	r1 := mustAttach(t, s, "v", "n1", "ro")
 	mustAttach(t, s, "v", "n2", "ro")
-	_, err := s.Attach(bg, "v", AttachRequest{Node: "n3", Mode: "rw"})
+	_, err := s.Attach(bg, "v", api.AttachRequest{Node: "n3", Mode: "rw"})
 	wantErr(t, err, state.ErrConflict)
 	e, err := s.Open(bg, r1.Export)
 	if err != nil || !e.ReadOnly {
 		t.Fatalf("ro export: %v", err)
 	}
-	for _, req := range []AttachRequest{{Node: "", Mode: "rw"}, {Node: "n/1", Mode: "rw"}, {Node: "n1", Mode: "RW"}, {Node: "n1"}} {
+	for _, req := range []api.AttachRequest{{Node: "", Mode: "rw"}, {Node: "n/1", Mode: "rw"}, {Node: "n1", Mode: "RW"}, {Node: "n1"}} {
 		_, err := s.Attach(bg, "v", req)
 		wantErr(t, err, state.ErrInvalid)
 	}
-	_, err = s.Attach(bg, "missing", AttachRequest{Node: "n1", Mode: "rw"})
+	_, err = s.Attach(bg, "missing", api.AttachRequest{Node: "n1", Mode: "rw"})
 	wantErr(t, err, state.ErrNotFound)
 	tok := r1.Export[len("v."):]
 	for _, name := range []string{"", "v", "v.", "w." + tok, "v." + tok + "x", "v.v." + tok, r1.Export[:len(r1.Export)-1]} {

@@ -105,7 +105,7 @@ func takeOver(root, b *bolt.Bucket, a Attachment, now time.Time) ([]Attachment, 
 	var gone []Attachment
 	for _, h := range held {
 		if conflicts(h, a) && h.Live(now) {
-			return nil, &ConflictError{Volume: a.Volume, Holder: h.Node, Mode: h.Mode, Expires: h.Expires,
+			return nil, &ConflictError{Volume: a.Volume, Holder: h.Node, Mode: string(h.Mode), Expires: h.Expires,
 				ExpiresIn: h.Expires.Sub(now)}
 		}
 		if conflicts(h, a) || h.Node == a.Node {

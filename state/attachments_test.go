@@ -52,7 +52,7 @@ func TestSecondWriterConflicts(t *testing.T) {
 		if !errors.As(err, &c) || !errors.Is(err, ErrConflict) {
 			t.Fatalf("%s beside live rw: error %v, want *ConflictError", mode, err)
 		}
-		if c.Holder != "n1" || c.Mode != ModeRW || !c.Expires.Equal(a.Expires) || c.Volume != "v" ||
+		if c.Holder != "n1" || c.Mode != string(ModeRW) || !c.Expires.Equal(a.Expires) || c.Volume != "v" ||
 			c.ExpiresIn != lease-time.Second {
 			t.Fatalf("conflict %+v", c)
 		}

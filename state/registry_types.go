@@ -19,16 +19,6 @@ const (
 // Valid reports whether m is ModeRW or ModeRO.
 func (m Mode) Valid() bool { return m == ModeRW || m == ModeRO }
 
-func (m Mode) long() string {
-	switch m {
-	case ModeRW:
-		return "read-write"
-	case ModeRO:
-		return "read-only"
-	}
-	return string(m)
-}
-
 // Volume is one entry of the storage daemon's registry.
 type Volume struct {
 	Name     string

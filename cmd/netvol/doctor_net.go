@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/netvol/netvol/blockvol"
-	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
 )
 
@@ -29,7 +28,7 @@ const maxSkew = 5 * time.Second
 // healthProbe is what GET /healthz told.
 type healthProbe struct {
 	result     checkResult
-	health     server.Health
+	health     api.Health
 	date       string    // the Date header
 	sent, recv time.Time // local clock around the call
 	err        error
@@ -83,7 +82,7 @@ func (d *doctor) healthz(ctx context.Context, base string) healthProbe {
 	return p
 }
 
-func decodeHealth(resp *http.Response, h *server.Health) error {
+func decodeHealth(resp *http.Response, h *api.Health) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))

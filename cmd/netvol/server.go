@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/netvol/netvol/server"
+	"github.com/netvol/netvol/server/api"
 )
 
 // serverFlags are the storage daemon's settings; each has an environment twin.
@@ -122,7 +123,7 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if f.data == "" {
 		return nil, 0, errors.New("--data (or NETVOL_DATA) is required")
 	}
-	maxSize, err := server.ParseSize(f.maxSize)
+	maxSize, err := api.ParseSize(f.maxSize)
 	if err != nil {
 		return nil, 0, fmt.Errorf("--max-volume-size: %w", err)
 	}

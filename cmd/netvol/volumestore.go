@@ -74,7 +74,7 @@ func (s nbdStore) Get(ctx context.Context, name string) (volumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (volumeInfo, error) {
-	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: o.Size, From: o.From})
+	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
 	if err != nil {
 		return volumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
@@ -125,15 +125,16 @@ func nbdAdvice(err error) string {
 	return ""
 }
 
-// inUseAdvice answers the daemon's reasons: attachments ("attached by
-// node ...", or a conflict naming the holder) and clones ("parent of ...").
+// inUseAdvice answers the daemon's reasons, as its answer lists them:
+// attachments (the nodes, or a conflict naming the holder) and clones.
 func inUseAdvice(err error) string {
-	msg := err.Error()
+	var ae *api.Error
+	errors.As(err, &ae)
 	var do []string
-	if errors.Is(err, api.ErrConflict) || strings.Contains(msg, "attached") {
+	if errors.Is(err, api.ErrConflict) || (ae != nil && len(ae.Nodes) > 0) {
 		do = append(do, "stop the containers that use it on that node (the plugin then detaches it), or wait for a dead node's lease to lapse")
 	}
-	if strings.Contains(msg, "parent of") {
+	if ae != nil && len(ae.Children) > 0 {
 		do = append(do, "remove its clones first")
 	}
 	if len(do) == 0 {

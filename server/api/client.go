@@ -1,6 +1,8 @@
-// Package api is a client of the storage daemon's control API v1 (see
-// DESIGN.md, "Control API", and package server, whose JSON types it
-// reuses).
+// Package api is the storage daemon's control API v1 as both ends see it:
+// its JSON types, error codes and sizes, and a Client. It imports neither
+// the registry (bbolt) nor the image format (qcow2), so the plugin and the
+// operator commands link none of the daemon. docs/design.md describes the
+// calls.
 //
 // Every method takes a context and honours its deadline; give one, the
 // client sets no timeout of its own. Answers are read up to a bound, and
@@ -25,17 +27,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/netvol/netvol/server"
-)
-
-// The API's JSON types, shared with the daemon so that both ends agree.
-type (
-	Volume     = server.Volume
-	Attachment = server.Attachment
-	Grant      = server.Grant
-	Lease      = server.Lease
-	Health     = server.Health
 )
 
 // Attachment modes.
@@ -49,15 +40,6 @@ const (
 	maxAnswer    = 8 << 20  // a volume list of some ten thousand volumes
 	maxErrorBody = 64 << 10 // an error answer
 )
-
-// CreateRequest is the body of POST /v1/volumes. Size is in bytes; it may
-// be left zero for a clone (From), which then gets its source's size.
-type CreateRequest struct {
-	Name   string            `json:"name"`
-	Size   int64             `json:"size,omitempty"`
-	From   string            `json:"from,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-}
 
 // Client calls one storage daemon. It is safe for concurrent use.
 type Client struct {
@@ -186,7 +168,7 @@ func (c *Client) Attach(ctx context.Context, volume, node, mode string) (Grant, 
 		return Grant{}, err
 	}
 	var g Grant
-	err = c.do(ctx, http.MethodPost, p+"/attachments", server.AttachRequest{Node: node, Mode: mode}, http.StatusOK, &g)
+	err = c.do(ctx, http.MethodPost, p+"/attachments", AttachRequest{Node: node, Mode: mode}, http.StatusOK, &g)
 	return g, err
 }
 
@@ -305,17 +287,15 @@ func (c *Client) answerError(req *http.Request, resp *http.Response) error {
 	if err != nil && !errors.Is(err, errTooLarge) {
 		return fmt.Errorf("%w: %s %s: HTTP %d, reading the answer: %w", ErrUnavailable, req.Method, req.URL, resp.StatusCode, err)
 	}
-	var body struct {
-		Error       string    `json:"error"`
-		Code        string    `json:"code"`
-		Holder      string    `json:"holder"`
-		Mode        string    `json:"mode"`
-		Expires     time.Time `json:"expires"`
-		ExpiresInMS int64     `json:"expires_in_ms"`
-	}
+	var body ErrorBody
 	if json.Unmarshal(data, &body) == nil && body.Error != "" {
-		return &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Error, Holder: body.Holder,
-			Mode: body.Mode, Expires: body.Expires, ExpiresIn: time.Duration(max(body.ExpiresInMS, 0)) * time.Millisecond}
+		e := &Error{Status: resp.StatusCode, Code: body.Code, Message: body.Error, Holder: body.Holder,
+			Mode: body.Mode, ExpiresIn: time.Duration(max(body.ExpiresInMS, 0)) * time.Millisecond,
+			Nodes: body.Nodes, Children: body.Children}
+		if body.Expires != nil {
+			e.Expires = *body.Expires
+		}
+		return e
 	}
 	// Not an API answer (a proxy, another service on the port, a 2xx we
 	// did not expect): say what came back, briefly and printably.

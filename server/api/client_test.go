@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -14,12 +14,13 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/netvol/netvol/server"
+	"github.com/netvol/netvol/server/api"
 )
 
 const testToken = "t0ken"
 
 // newDaemon starts a real storage daemon's API and returns a client of it.
-func newDaemon(t *testing.T, opts ...server.APIOption) (*Client, *httptest.Server) {
+func newDaemon(t *testing.T, opts ...server.APIOption) (*api.Client, *httptest.Server) {
 	t.Helper()
 	svc, err := server.Open(server.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 30})
 	if err != nil {
@@ -30,7 +31,7 @@ func newDaemon(t *testing.T, opts ...server.APIOption) (*Client, *httptest.Serve
 	log.SetOutput(io.Discard)
 	srv := httptest.NewServer(server.NewAPI(svc, testToken, log, opts...))
 	t.Cleanup(srv.Close)
-	c, err := New(srv.URL, testToken, nil)
+	c, err := api.New(srv.URL, testToken, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,19 +53,19 @@ func TestNew(t *testing.T) {
 		"https://storage.example/": "https://storage.example",
 		"http://h:1":               "http://h:1",
 	} {
-		c, err := New(in, "tok", nil)
+		c, err := api.New(in, "tok", nil)
 		if err != nil || c.URL() != want {
 			t.Errorf("New(%q) = %v, %v; want %s", in, c, err, want)
 		}
 	}
 	for _, in := range []string{"", "storage", ":10810", "ftp://h:1", "http://", "http://u:p@h:1",
 		"http://h:1/api", "http://h:1?x=1", "http://h:1#f", "h:port", "http://h:99999x", "unix:/run/x"} {
-		if _, err := New(in, "tok", nil); !errors.Is(err, ErrInvalid) {
+		if _, err := api.New(in, "tok", nil); !errors.Is(err, api.ErrInvalid) {
 			t.Errorf("New(%q) = %v, want ErrInvalid", in, err)
 		}
 	}
 	for _, tok := range []string{"a b", "a\nb", "a\x00"} {
-		if _, err := New("h:1", tok, nil); !errors.Is(err, ErrInvalid) {
+		if _, err := api.New("h:1", tok, nil); !errors.Is(err, api.ErrInvalid) {
 			t.Errorf("token %q accepted", tok)
 		}
 	}
@@ -74,11 +75,11 @@ func TestNew(t *testing.T) {
 func TestVolumesAndAttachments(t *testing.T) {
 	c, srv := newDaemon(t)
 	ctx := ctxT(t)
-	v, err := c.CreateVolume(ctx, CreateRequest{Name: "v1", Size: 8 << 20, Labels: map[string]string{"a": "b"}})
+	v, err := c.CreateVolume(ctx, api.CreateRequest{Name: "v1", Size: 8 << 20, Labels: map[string]string{"a": "b"}})
 	if err != nil || v.Name != "v1" || v.Size != 8<<20 || v.Labels["a"] != "b" {
 		t.Fatalf("create: %+v %v", v, err)
 	}
-	if v, err = c.CreateVolume(ctx, CreateRequest{Name: "clone", From: "v1"}); err != nil || v.Size != 8<<20 || v.From != "v1" {
+	if v, err = c.CreateVolume(ctx, api.CreateRequest{Name: "clone", From: "v1"}); err != nil || v.Size != 8<<20 || v.From != "v1" {
 		t.Fatalf("clone without a size: %+v %v", v, err)
 	}
 	if v, err = c.ResizeVolume(ctx, "clone", 16<<20); err != nil || v.Size != 16<<20 {
@@ -91,7 +92,7 @@ func TestVolumesAndAttachments(t *testing.T) {
 	if err != nil || len(vols) != 2 || vols[0].Name != "clone" {
 		t.Fatalf("list: %+v %v", vols, err)
 	}
-	g, err := c.Attach(ctx, "clone", "node-1", ModeRW)
+	g, err := c.Attach(ctx, "clone", "node-1", api.ModeRW)
 	if err != nil || !strings.HasPrefix(g.Export, "clone.") || g.Generation != 1 || !g.Expires.After(time.Now()) {
 		t.Fatalf("attach: %+v %v", g, err)
 	}
@@ -99,12 +100,17 @@ func TestVolumesAndAttachments(t *testing.T) {
 	if err != nil || l.Expires.Before(g.Expires) {
 		t.Fatalf("renew: %+v %v", l, err)
 	}
-	wantErr(t, c.DeleteVolume(ctx, "clone"), ErrInUse, 409, "node-1")
-	_, err = c.Attach(ctx, "clone", "node-2", ModeRW)
-	wantErr(t, err, ErrConflict, 409, `"node-1"`)
-	var ce *Error
+	err = c.DeleteVolume(ctx, "clone")
+	wantErr(t, err, api.ErrInUse, 409, "node-1")
+	var inUse *api.Error
+	if errors.As(err, &inUse); len(inUse.Nodes) != 1 || inUse.Nodes[0] != "node-1" {
+		t.Fatalf("in_use answer names nodes %v, want node-1", inUse.Nodes)
+	}
+	_, err = c.Attach(ctx, "clone", "node-2", api.ModeRW)
+	wantErr(t, err, api.ErrConflict, 409, `"node-1"`)
+	var ce *api.Error
 	errors.As(err, &ce)
-	if ce.Holder != "node-1" || ce.Mode != ModeRW || !ce.Expires.Equal(l.Expires) ||
+	if ce.Holder != "node-1" || ce.Mode != api.ModeRW || !ce.Expires.Equal(l.Expires) ||
 		ce.ExpiresIn <= 0 || ce.ExpiresIn > time.Duration(l.ExpiresInMS)*time.Millisecond {
 		t.Fatalf("conflict details %+v, lease %+v", ce, l)
 	}
@@ -114,21 +120,21 @@ func TestVolumesAndAttachments(t *testing.T) {
 	if err := c.Detach(ctx, "clone", "node-1"); err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, c.Detach(ctx, "clone", "node-1"), ErrNotFound, 404, "")
+	wantErr(t, c.Detach(ctx, "clone", "node-1"), api.ErrNotFound, 404, "")
 	_, err = c.Renew(ctx, "clone", "node-1")
-	wantErr(t, err, ErrNotFound, 404, "")
-	_, err = c.CreateVolume(ctx, CreateRequest{Name: "v1", Size: 1 << 20})
-	wantErr(t, err, ErrExists, 409, `"v1"`)
-	_, err = c.CreateVolume(ctx, CreateRequest{Name: "v2"})
-	wantErr(t, err, ErrInvalid, 400, "more than zero")
-	_, err = c.CreateVolume(ctx, CreateRequest{Name: "v3", Size: 1 << 20, From: "nope"})
-	wantErr(t, err, ErrNotFound, 404, "nope")
+	wantErr(t, err, api.ErrNotFound, 404, "")
+	_, err = c.CreateVolume(ctx, api.CreateRequest{Name: "v1", Size: 1 << 20})
+	wantErr(t, err, api.ErrExists, 409, `"v1"`)
+	_, err = c.CreateVolume(ctx, api.CreateRequest{Name: "v2"})
+	wantErr(t, err, api.ErrInvalid, 400, "more than zero")
+	_, err = c.CreateVolume(ctx, api.CreateRequest{Name: "v3", Size: 1 << 20, From: "nope"})
+	wantErr(t, err, api.ErrNotFound, 404, "nope")
 	_, err = c.Attach(ctx, "v1", "node-1", "rwx")
-	wantErr(t, err, ErrInvalid, 400, "mode")
+	wantErr(t, err, api.ErrInvalid, 400, "mode")
 	_, err = c.GetVolume(ctx, "a/b") // escaped: one path segment, no such volume
-	wantErr(t, err, ErrNotFound, 404, "")
+	wantErr(t, err, api.ErrNotFound, 404, "")
 	for _, name := range []string{"", ".", ".."} {
-		if _, err := c.GetVolume(ctx, name); !errors.Is(err, ErrInvalid) {
+		if _, err := c.GetVolume(ctx, name); !errors.Is(err, api.ErrInvalid) {
 			t.Errorf("GetVolume(%q) = %v", name, err)
 		}
 	}
@@ -137,11 +143,11 @@ func TestVolumesAndAttachments(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantErr(t, c.DeleteVolume(ctx, "v1"), ErrNotFound, 404, "")
+	wantErr(t, c.DeleteVolume(ctx, "v1"), api.ErrNotFound, 404, "")
 
-	bad, _ := New(srv.URL, "wrong", nil)
+	bad, _ := api.New(srv.URL, "wrong", nil)
 	_, err = bad.ListVolumes(ctx)
-	wantErr(t, err, ErrUnauthorized, 401, "token")
+	wantErr(t, err, api.ErrUnauthorized, 401, "token")
 	if _, err := bad.Health(ctx); err != nil {
 		t.Fatalf("health needs no token: %v", err)
 	}
@@ -149,12 +155,13 @@ func TestVolumesAndAttachments(t *testing.T) {
 
 func wantErr(t *testing.T, err, target error, status int, msg string) {
 	t.Helper()
-	var e *Error
+	var e *api.Error
 	if !errors.Is(err, target) || !errors.As(err, &e) || e.Status != status || !strings.Contains(e.Message, msg) {
 		t.Fatalf("error %#v (%v), want %v, HTTP %d, mentioning %q", err, err, target, status, msg)
 	}
-	for _, other := range []error{ErrNotFound, ErrExists, ErrInUse, ErrConflict, ErrInvalid, ErrUnauthorized, ErrUnavailable} {
-		if other != target && errors.Is(err, other) {
+	for _, other := range []error{api.ErrNotFound, api.ErrExists, api.ErrInUse, api.ErrConflict, api.ErrInvalid, api.ErrUnauthorized, api.ErrUnavailable} {
+		heldInUse := target == api.ErrConflict && other == api.ErrInUse // errdefs: held is in use
+		if other != target && !heldInUse && errors.Is(err, other) {
 			t.Fatalf("error %v also matches %v", err, other)
 		}
 	}
@@ -174,7 +181,7 @@ func TestUnavailable(t *testing.T) {
 	c, srv := newDaemon(t)
 	srv.Close()
 	_, err := c.GetVolume(ctxT(t), "v")
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), c.Server()) {
+	if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), c.Server()) {
 		t.Fatalf("stopped daemon: %v", err)
 	}
 
@@ -192,12 +199,12 @@ func TestUnavailable(t *testing.T) {
 			defer conn.Close()
 		}
 	}()
-	c, _ = New(l.Addr().String(), testToken, nil)
+	c, _ = api.New(l.Addr().String(), testToken, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = c.Attach(ctx, "v", "n", ModeRW)
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) ||
+	_, err = c.Attach(ctx, "v", "n", api.ModeRW)
+	if !errors.Is(err, api.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) ||
 		!strings.Contains(err.Error(), l.Addr().String()) || time.Since(start) > 5*time.Second {
 		t.Fatalf("silent server: %v after %v", err, time.Since(start))
 	}
@@ -222,23 +229,23 @@ func TestBadAnswers(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, _ := New(srv.URL, testToken, nil)
+	c, _ := api.New(srv.URL, testToken, nil)
 	ctx := ctxT(t)
-	if _, err := c.ListVolumes(ctx); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "over") {
+	if _, err := c.ListVolumes(ctx); !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "over") {
 		t.Errorf("huge list: %v", err)
 	}
 	_, err := c.GetVolume(ctx, "gw")
-	var e *Error
-	if !errors.As(err, &e) || e.Status != 502 || !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "<html>bad gateway") {
+	var e *api.Error
+	if !errors.As(err, &e) || e.Status != 502 || !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "<html>bad gateway") {
 		t.Errorf("gateway: %v", err)
 	}
 	if _, err := c.GetVolume(ctx, "big"); !errors.As(err, &e) || e.Status != 500 || len(err.Error()) > 300 {
 		t.Errorf("big error: %.300v", err)
 	}
-	if _, err := c.GetVolume(ctx, "garbage"); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.GetVolume(ctx, "garbage"); !errors.Is(err, api.ErrUnavailable) {
 		t.Errorf("garbage: %v", err)
 	}
-	if _, err := c.Health(ctx); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.Health(ctx); !errors.Is(err, api.ErrUnavailable) {
 		t.Errorf("degraded health: %v", err)
 	}
 }

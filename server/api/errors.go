@@ -1,31 +1,32 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/netvol/netvol/server"
+	"github.com/netvol/netvol/errdefs"
 )
 
 // Errors to check with errors.Is. An *Error matches the one of its code;
 // ErrUnavailable is wrapped by transport failures.
+// They are errdefs' kinds; ErrConflict is errdefs.ErrHeld.
 var (
-	ErrNotFound     = errors.New("not found")
-	ErrExists       = errors.New("already exists")
-	ErrInUse        = errors.New("in use")
-	ErrConflict     = errors.New("attached by another node")
-	ErrInvalid      = errors.New("invalid argument")
-	ErrUnauthorized = errors.New("unauthorized")
-	ErrUnavailable  = errors.New("storage server unavailable")
+	ErrNotFound     = errdefs.ErrNotFound
+	ErrExists       = errdefs.ErrExists
+	ErrInUse        = errdefs.ErrInUse
+	ErrConflict     = errdefs.ErrHeld
+	ErrInvalid      = errdefs.ErrInvalid
+	ErrUnauthorized = errdefs.ErrUnauthorized
+	ErrUnavailable  = errdefs.ErrUnavailable
 )
 
 // Error is an error answer of the API: {"error": Message, "code": Code}
 // with HTTP status Status. Code is empty when the answer was not an API
 // error (a proxy's page, say); Message then describes what came back.
 //
-// A conflict (ErrConflict) also names the Holder of the volume, its Mode,
+// An in_use answer names the Nodes attached and the Children (clones). A
+// conflict (ErrConflict) also names the Holder of the volume, its Mode,
 // and its lease: Expires on the daemon's clock, ExpiresIn the time it had
 // left when the daemon answered. Wait on ExpiresIn: it needs no clock
 // shared with the daemon.
@@ -38,6 +39,9 @@ type Error struct {
 	Mode      string
 	Expires   time.Time
 	ExpiresIn time.Duration
+
+	// An in_use answer's details: the nodes attached, the clones.
+	Nodes, Children []string
 }
 
 func (e *Error) Error() string {
@@ -47,25 +51,14 @@ func (e *Error) Error() string {
 	return e.Message
 }
 
-// Is matches the sentinel of e's code; ErrUnavailable also matches a
-// gateway's 502, 503 or 504, which say the daemon behind it is not there.
+// Is matches the kind of e's code (a conflict is also in use);
+// ErrUnavailable also matches a gateway's 502, 503 or 504, which say the
+// daemon behind it is not there.
 func (e *Error) Is(target error) bool {
-	switch target {
-	case ErrUnavailable:
+	if target == ErrUnavailable {
 		return e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable ||
 			e.Status == http.StatusGatewayTimeout
-	case ErrNotFound:
-		return e.Code == server.CodeNotFound
-	case ErrExists:
-		return e.Code == server.CodeExists
-	case ErrInUse:
-		return e.Code == server.CodeInUse
-	case ErrConflict:
-		return e.Code == server.CodeConflict
-	case ErrInvalid:
-		return e.Code == server.CodeInvalid
-	case ErrUnauthorized:
-		return e.Code == server.CodeUnauthorized
 	}
-	return false
+	kind := kindOf(e.Code)
+	return kind != nil && (target == kind || (kind == ErrConflict && target == ErrInUse))
 }

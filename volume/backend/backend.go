@@ -6,9 +6,10 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"io/fs"
 	"time"
+
+	"github.com/netvol/netvol/errdefs"
 )
 
 // Volume types.
@@ -18,16 +19,17 @@ const (
 )
 
 // Errors a backend wraps (with %w) so the driver can decide and tell Docker
-// what happened. Anything else is reported as an internal failure.
+// what happened: errdefs' kinds, named here for the backends. Anything else
+// is reported as an internal failure.
 var (
-	ErrNotFound = errors.New("no such volume")
-	ErrExists   = errors.New("volume already exists")
-	ErrInUse    = errors.New("volume in use")
+	ErrNotFound = errdefs.ErrNotFound
+	ErrExists   = errdefs.ErrExists
+	ErrInUse    = errdefs.ErrInUse
 	// ErrHeld: another host holds the volume; the error says until when
 	// (it also matches ErrInUse).
-	ErrHeld        = errors.New("volume held by another host")
-	ErrInvalid     = errors.New("invalid argument")
-	ErrUnavailable = errors.New("storage server unavailable")
+	ErrHeld        = errdefs.ErrHeld
+	ErrInvalid     = errdefs.ErrInvalid
+	ErrUnavailable = errdefs.ErrUnavailable
 )
 
 // Options are a volume's validated options. The driver parses Docker's

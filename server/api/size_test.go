@@ -1,11 +1,11 @@
-package server
+package api
 
 import (
 	"errors"
 	"strconv"
 	"testing"
 
-	"github.com/netvol/netvol/state"
+	"github.com/netvol/netvol/errdefs"
 )
 
 func TestParseSize(t *testing.T) {
@@ -29,7 +29,7 @@ func TestParseSize(t *testing.T) {
 	}
 	for _, in := range []string{"", "0", "0G", "-1", "-1G", "+1G", "1.5G", " 1G", "1G ", "1g", "1GB",
 		"G", "GiB", "1X", "1 G", "0x10", "9223372036854775808", "8192P", "1e9", "1iB", "１G"} {
-		if got, err := ParseSize(in); !errors.Is(err, state.ErrInvalid) {
+		if got, err := ParseSize(in); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("ParseSize(%q) = %d, %v; want ErrInvalid", in, got, err)
 		}
 	}
@@ -59,7 +59,7 @@ func FuzzParseSize(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		n, err := ParseSize(s)
 		if err != nil {
-			if !errors.Is(err, state.ErrInvalid) {
+			if !errors.Is(err, errdefs.ErrInvalid) {
 				t.Fatalf("ParseSize(%q): %v does not wrap ErrInvalid", s, err)
 			}
 			return

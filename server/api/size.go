@@ -1,25 +1,25 @@
-package server
+package api
 
 import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/netvol/netvol/errdefs"
 	"github.com/netvol/netvol/internal/units"
-	"github.com/netvol/netvol/state"
 )
 
 // ParseSize parses a volume size as units.ParseSize does; its errors also
-// wrap state.ErrInvalid, which the API answers as "invalid".
+// wrap errdefs.ErrInvalid, which the API answers as "invalid".
 func ParseSize(s string) (int64, error) {
 	n, err := units.ParseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("%w (%w)", err, state.ErrInvalid)
+		return 0, fmt.Errorf("%w (%w)", err, errdefs.ErrInvalid)
 	}
 	return n, nil
 }
 
 // Size is a size in a JSON request: a string ParseSize accepts, or a
-// positive integer number of bytes.
+// positive integer number of bytes. It is sent as a number of bytes.
 type Size int64
 
 // UnmarshalJSON implements json.Unmarshaler.

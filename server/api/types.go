@@ -1,0 +1,87 @@
+package api
+
+import "time"
+
+// The control API's JSON types: what the storage daemon (package server)
+// answers and what this package's Client sends, one definition each.
+
+// Volume is a volume as the API shows it.
+type Volume struct {
+	Name        string            `json:"name"`
+	Size        int64             `json:"size"`
+	Allocated   int64             `json:"allocated"`
+	CreatedAt   time.Time         `json:"created_at"`
+	From        string            `json:"from"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Attachments []Attachment      `json:"attachments"`
+}
+
+// Attachment is a node's attachment as the API shows it. ExpiresInMS is
+// the time its lease has left on the daemon's clock, 0 once it lapsed:
+// judge a lease by it, not by comparing Expires with another clock.
+type Attachment struct {
+	Node        string    `json:"node"`
+	Mode        string    `json:"mode"`
+	Generation  uint64    `json:"generation"`
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
+	// LostWrites: the storage node went down uncleanly while this attachment
+	// could write (see Lease); its flushes fail until it detaches.
+	LostWrites bool `json:"lost_writes,omitempty"`
+}
+
+// CreateRequest is the body of POST /v1/volumes. Size may be left zero
+// for a clone (From), which then gets its source's size.
+type CreateRequest struct {
+	Name   string            `json:"name"`
+	Size   Size              `json:"size,omitempty"`
+	From   string            `json:"from,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// AttachRequest is the body of POST /v1/volumes/{name}/attachments.
+type AttachRequest struct {
+	Node string `json:"node"`
+	Mode string `json:"mode"`
+}
+
+// Grant answers an attach: the NBD export name to present, the attachment's
+// generation and its lease: the expiry on the daemon's clock and the time
+// left, which a client counts on its own clock. Fenced names the nodes
+// whose read-write attachments this attach took over: their connections
+// are closed and their exports refused, so nothing they still send reaches
+// the image.
+type Grant struct {
+	Export      string    `json:"export"`
+	Generation  uint64    `json:"generation"`
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
+	Fenced      []string  `json:"fenced,omitempty"`
+	// Instance names this run of the daemon (see Lease).
+	Instance string `json:"instance,omitempty"`
+}
+
+// Lease answers a renew, as in Grant.
+type Lease struct {
+	Expires     time.Time `json:"expires"`
+	ExpiresInMS int64     `json:"expires_in_ms"`
+	// Instance names this run of the daemon: when it differs from the one
+	// seen before, the daemon restarted and closed every NBD connection, so
+	// the client must connect again (the export name stays valid).
+	Instance string `json:"instance,omitempty"`
+	// LostWrites: the storage node went down uncleanly while this
+	// attachment could write; writes it had not flushed may be gone and its
+	// flushes fail. A kernel device should be failed, not reconnected.
+	LostWrites bool `json:"lost_writes,omitempty"`
+}
+
+// Health is the answer of GET /healthz.
+type Health struct {
+	Status string `json:"status"`        // "ok"
+	NBD    string `json:"nbd,omitempty"` // NBD address: host:port or unix:/path
+}
+
+// ResizeRequest is the body of POST /v1/volumes/{name}/resize.
+type ResizeRequest struct {
+	Size Size `json:"size"`
+}
