@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -44,17 +44,15 @@ var (
 	_ backend.Resumer = (*Backend)(nil)
 )
 
-// nodeNameRe is the daemon's rule for node names (package server), checked here
-// too so that a bad name fails at start and not at the first mount.
-var nodeNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,252}$`)
-
 // New checks cfg and returns a Backend. Call Close when done.
 func New(cfg Config) (*Backend, error) {
 	if cfg.API == nil || cfg.Attacher == nil || cfg.Mounter == nil || cfg.Formatter == nil {
 		return nil, fmt.Errorf("nbd backend: API, Attacher, Mounter and Formatter are required: %w", backend.ErrInvalid)
 	}
-	if !nodeNameRe.MatchString(cfg.Node) {
-		return nil, fmt.Errorf("nbd backend: node name %q: want a letter or digit, then up to 252 letters, digits, '_', '.', ':' or '-': %w", cfg.Node, backend.ErrInvalid)
+	// The daemon's rule, checked here too so that a bad name fails at
+	// start and not at the first mount.
+	if err := names.CheckNode(cfg.Node); err != nil {
+		return nil, fmt.Errorf("nbd backend: %w", err)
 	}
 	if err := checkNBDAddr(cfg.NBDAddr); cfg.NBDAddr != "" && err != nil {
 		return nil, fmt.Errorf("nbd backend: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/volume/backend"
 )
 
@@ -208,7 +209,7 @@ func (b *Backend) List(ctx context.Context) ([]backend.Volume, error) {
 			return fmt.Errorf("READDIRPLUS: %w", err)
 		}
 		for _, e := range entries {
-			if !nameRe.MatchString(e.FileName) {
+			if !names.ValidVolume(e.FileName) {
 				continue
 			}
 			attr := e.Attr.Attr

@@ -1,28 +1,18 @@
 package nfs
 
 import (
-	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// nameRe is the volume name rule the driver applies too. It excludes '/',
-// "." and "..", and any name starting with '.', so the backend's own
-// hidden entries (archiveDir) can never be taken for volumes.
-var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-
 // checkName re-checks a volume name before anything touches the server:
 // the driver validates names, but a name is all that stands between a
-// request and the export's parent directories.
-func checkName(name string) error {
-	if !nameRe.MatchString(name) {
-		return fmt.Errorf("volume name %q: want a letter or digit, then up to 127 letters, digits, '_', '.' or '-': %w",
-			name, backend.ErrInvalid)
-	}
-	return nil
-}
+// request and the export's parent directories. The rule excludes '/', "."
+// and "..", and any name starting with '.', so the backend's own hidden
+// entries (archiveDir) can never be taken for volumes.
+func checkName(name string) error { return names.CheckVolume(name) }
 
 // target is where a volume lives: a server, an export on it, and the ports
 // to reach it there (0: ask the portmapper).

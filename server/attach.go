@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/server/api"
 
 	"github.com/netvol/netvol/nbd"
@@ -19,12 +20,7 @@ var (
 	_ nbd.ZeroWriter = lostWritesBackend{}
 )
 
-func checkNodeName(node string) error {
-	if !nodeNameRe.MatchString(node) {
-		return fmt.Errorf("node name %q: want a letter or digit, then up to 252 letters, digits, '_', '.', ':' or '-': %w", node, state.ErrInvalid)
-	}
-	return nil
-}
+func checkNodeName(node string) error { return names.CheckNode(node) }
 
 // Attach issues an attachment of volume to node. One read-write attachment
 // per volume: another node's live one is a conflict naming the holder; an

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/server/api"
 
 	"github.com/sirupsen/logrus"
@@ -85,11 +85,6 @@ func (s *Service) Counters() Counters {
 }
 
 var _ nbd.Exports = (*Service)(nil)
-
-var (
-	volumeNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-	nodeNameRe   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,252}$`)
-)
 
 // Open opens the data directory (creating it if needed) and its registry,
 // removes images the registry does not know, and gives every recorded
@@ -220,12 +215,7 @@ func (s *Service) volume(v state.Volume) api.Volume {
 	return out
 }
 
-func checkVolumeName(name string) error {
-	if !volumeNameRe.MatchString(name) {
-		return fmt.Errorf("volume name %q: want a letter or digit, then up to 127 letters, digits, '_', '.' or '-': %w", name, state.ErrInvalid)
-	}
-	return nil
-}
+func checkVolumeName(name string) error { return names.CheckVolume(name) }
 
 func (s *Service) checkSize(size int64) error {
 	switch {

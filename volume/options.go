@@ -8,22 +8,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/internal/units"
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// nameRe is the rule for volume names (Docker's own, bounded): it leaves no
-// room for a path escape ('/', "..", a leading '.').
-var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
-
-// CheckName refuses a volume name that is not a plain, bounded file name.
-func CheckName(name string) error {
-	if !nameRe.MatchString(name) {
-		return fmt.Errorf("volume name %q: want a letter or digit, then up to 127 letters, digits, '_', '.' or '-': %w",
-			name, backend.ErrInvalid)
-	}
-	return nil
-}
+// CheckName refuses a volume name that is not a plain, bounded file name
+// (names.CheckVolume: Docker's own rule, bounded, with no room for a path
+// escape).
+func CheckName(name string) error { return names.CheckVolume(name) }
 
 // optionTypes says which volume types take each option; the allowlist.
 var optionTypes = map[string][]string{
