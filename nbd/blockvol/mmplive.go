@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -52,7 +53,8 @@ func selfWriterGone(uuid [16]byte) (gone bool, why string) {
 		if !e.IsDir() || e.Name() == "features" {
 			continue
 		}
-		dev := filepath.Join(devDir, e.Name())
+		// sysfs names a device /dev/a/b "a!b".
+		dev := filepath.Join(devDir, strings.ReplaceAll(e.Name(), "!", "/"))
 		live, err := probeUUID(dev, uuid)
 		switch {
 		case err != nil:
