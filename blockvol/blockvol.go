@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,9 @@ type Config struct {
 	Formatter Formatter          // Mkfs
 	Log       logrus.FieldLogger // lease renewal and takeovers only; nil discards
 	Now       func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
+	// HostName is this host's name as its kernel stamps ext4's
+	// multi-mount protection blocks (mmp.go); "" means os.Hostname.
+	HostName string
 }
 
 // Backend implements backend.Backend and backend.Resumer for nbd volumes.
@@ -64,6 +68,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.HostName == "" {
+		cfg.HostName, _ = os.Hostname()
 	}
 	return &Backend{cfg: cfg, leases: map[string]*lease{}}, nil
 }

@@ -22,7 +22,10 @@
 //     volume and is formatted (mkfs.ext4, lazy init, multi-mount
 //     protection); anything else is refused, never formatted over. A
 //     multi-mount protection block left unclean by a node this attach
-//     fenced is reset to clean (mmp.go).
+//     fenced, or by this host when its own mount of the volume is gone
+//     (an attach helper that died with a managed plugin's container), is
+//     reset to clean; any other unclean block is checked within the
+//     call's deadline (mmp.go).
 //  5. ext4 is mounted at the target with errors=remount-ro unless the
 //     options say otherwise; <target>/data is made (mode, owner) when
 //     missing, so Docker gets a directory without lost+found.

@@ -1,9 +1,12 @@
 package blockvol
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -105,7 +108,7 @@ func TestCheckMMP(t *testing.T) {
 	if got := debugfsSeq(t, dev); got != "" && got != "12345678" {
 		t.Fatalf("debugfs reads sequence %s", got)
 	}
-	if err := b.checkMMP(dev, "v", []string{"node-3"}); err != nil {
+	if err := b.checkMMP(ctxT(t), dev, "v", []string{"node-3"}); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := readMMP(dev); m.seq() != 0x12345678 {
@@ -114,7 +117,7 @@ func TestCheckMMP(t *testing.T) {
 	if en := hook.LastEntry(); en == nil || en.Data["last_writer"] != "node-1" || en.Data["wait"] != 22*time.Second {
 		t.Fatalf("log: %+v", hook.AllEntries())
 	}
-	if err := b.checkMMP(dev, "v", []string{"node-3", "node-1"}); err != nil {
+	if err := b.checkMMP(ctxT(t), dev, "v", []string{"node-3", "node-1"}); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := readMMP(dev)
@@ -124,12 +127,12 @@ func TestCheckMMP(t *testing.T) {
 	if got := debugfsSeq(t, dev); got != "" && got != "ff4d4d50" {
 		t.Fatalf("debugfs reads sequence %s after reset", got)
 	}
-	if err := b.checkMMP(dev, "v", nil); err != nil {
+	if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
 		t.Fatalf("clean block: %v", err)
 	}
 
 	stamp(t, dev, mmpSeqFsck, "node-1")
-	err := b.checkMMP(dev, "v", []string{"node-1"})
+	err := b.checkMMP(ctxT(t), dev, "v", []string{"node-1"})
 	if err == nil || !strings.Contains(err.Error(), "e2fsck") || !strings.Contains(err.Error(), `"node-1"`) {
 		t.Fatalf("fsck running: %v", err)
 	}
@@ -147,7 +150,7 @@ func TestCheckMMPWithoutMMP(t *testing.T) {
 		t.Fatalf("readMMP: %+v %v", m, err)
 	}
 	b, _ := newEnv(t, 0).backend("node-1", nil)
-	if err := b.checkMMP(dev, "v", nil); err != nil {
+	if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -168,5 +171,150 @@ func TestMountFormatsWithMMP(t *testing.T) {
 	}
 	if err := b.Unmount(ctx, "v", backend.Options{}, target, m); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeExt4Mounts makes selfWriterGone see one mounted ext4 file system, on
+// a device named loop7 whose content is dev's (nil: a device that fails
+// every read, as one whose attach helper died).
+func fakeExt4Mounts(t *testing.T, dev []byte) {
+	t.Helper()
+	sys, devs := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(sys, "loop7"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(sys, "features"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(devs, "loop7"), dev, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldSys, oldDev := ext4SysDir, devDir
+	ext4SysDir, devDir = sys, devs
+	t.Cleanup(func() { ext4SysDir, devDir = oldSys, oldDev })
+}
+
+// A block this host left unclean is reset at once when no file system
+// mounted on this host is that one on a device that still answers (the
+// writer died with its attach helper): the host holds the volume's lease
+// and its own writer is gone, so the kernel's wait would guard nothing.
+// While such a mount answers, the kernel's check runs as before.
+func TestCheckMMPOwnDeadWriter(t *testing.T) {
+	dev := formatted(t)
+	b, _ := newEnv(t, 0).backend("node-1", nil)
+	b.cfg.HostName = "host-a"
+	log, hook := logtest.NewNullLogger()
+	b.cfg.Log = log
+
+	// This host's mount of the volume is still there, its device answers.
+	live, err := os.ReadFile(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeExt4Mounts(t, live[:8192])
+	stamp(t, dev, 0x1234, "host-a")
+	if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := readMMP(dev); m.seq() != 0x1234 {
+		t.Fatalf("reset while this host's mount of it answers: %#x", m.seq())
+	}
+	if en := hook.LastEntry(); en == nil || en.Data["wait"] != 22*time.Second || !strings.Contains(fmt.Sprint(en.Data["why"]), "loop7") {
+		t.Fatalf("log: %+v", hook.AllEntries())
+	}
+
+	// Another file system mounted here, and one whose device fails.
+	other := formatted(t)
+	raw, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, content := range [][]byte{raw[:8192], nil} {
+		fakeExt4Mounts(t, content)
+		stamp(t, dev, 0x1234, "host-a")
+		if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := readMMP(dev); m.seq() != mmpSeqClean || m.checksum() != storedChecksum(m) {
+			t.Fatalf("own dead writer: seq %#x", m.seq())
+		}
+		if got := debugfsSeq(t, dev); got != "" && got != "ff4d4d50" {
+			t.Fatalf("debugfs reads sequence %s after reset", got)
+		}
+	}
+
+	// Another host's block is not this host's to judge.
+	stamp(t, dev, 0x1234, "host-b")
+	if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := readMMP(dev); m.seq() != 0x1234 {
+		t.Fatalf("reset another host's block: %#x", m.seq())
+	}
+	// Nor is a block naming nobody, on a host without a name.
+	b.cfg.HostName = ""
+	b.cfg.Log = quietLog()
+	stamp(t, dev, 0x1234, "")
+	if err := b.checkMMP(ctxT(t), dev, "v", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := readMMP(dev); m.seq() != 0x1234 {
+		t.Fatalf("reset a nameless block: %#x", m.seq())
+	}
+}
+
+// When the kernel's check would outlast the call, Mount checks the block
+// itself in half the time: a block still stamped refuses the mount, one
+// that stays the same is reset; when even that does not fit, the mount
+// fails at once, naming the host.
+func TestCheckMMPWithinDeadline(t *testing.T) {
+	oldSecond, oldMargin := mmpSecond, mmpMargin
+	mmpSecond, mmpMargin = 100*time.Millisecond, 0 // kernel's wait 2.2 s, ours 1.1 s
+	t.Cleanup(func() { mmpSecond, mmpMargin = oldSecond, oldMargin })
+	dev := formatted(t)
+	b, _ := newEnv(t, 0).backend("node-1", nil)
+	b.cfg.HostName = "host-a"
+	withDeadline := func(d time.Duration) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+
+	stamp(t, dev, 0x1234, "host-b")
+	start := time.Now()
+	err := b.checkMMP(withDeadline(500*time.Millisecond), dev, "v", nil)
+	if err == nil || !strings.Contains(err.Error(), `"host-b"`) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("no time to check: %v after %s", err, time.Since(start))
+	}
+
+	// host-b still writes: it stamps during the watch.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for seq := uint32(0x2000); ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				stamp(t, dev, seq, "host-b")
+			}
+		}
+	}()
+	err = b.checkMMP(withDeadline(1800*time.Millisecond), dev, "v", nil)
+	close(stop)
+	<-done
+	if err == nil || !strings.Contains(err.Error(), `host "host-b" is writing`) {
+		t.Fatalf("a writer stamping the block: %v", err)
+	}
+
+	// host-b is gone: nothing changes during the watch.
+	stamp(t, dev, 0x1234, "host-b")
+	start = time.Now()
+	if err := b.checkMMP(withDeadline(1800*time.Millisecond), dev, "v", nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := readMMP(dev); m.seq() != mmpSeqClean || time.Since(start) < 1100*time.Millisecond {
+		t.Fatalf("after the watch: seq %#x after %s", m.seq(), time.Since(start))
 	}
 }

@@ -78,7 +78,7 @@ func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	if err := b.prepare(ctx, dev.Path, op.o.MkfsOpts); err != nil {
 		return backend.Mounted{}, err
 	}
-	if err := b.checkMMP(dev.Path, op.name, g.Fenced); err != nil {
+	if err := b.checkMMP(ctx, dev.Path, op.name, g.Fenced); err != nil {
 		return backend.Mounted{}, err
 	}
 	if err := op.mountFS(dev.Path); err != nil {
