@@ -1,6 +1,6 @@
 // Package blockvol is the backend of block (nbd) volumes: each volume is a
 // qcow2 image on a storage daemon, served over NBD, attached on this host as
-// a block device and mounted as ext4 (see DESIGN.md, "Data flow").
+// a block device and mounted as ext4 (see docs/design.md, "Data flow").
 //
 // Read contract.go first: the interfaces the backend needs (API, Attacher,
 // Mounter, Formatter), all injected through Config, so the logic runs in

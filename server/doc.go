@@ -1,7 +1,7 @@
 // Package server is the storage daemon's service (netvol server): it owns the
 // data directory, the registry (state.Registry) and the open qcow2 images,
 // serves the images to the NBD server as nbd.Exports, and exposes the control
-// API v1 over HTTP (see DESIGN.md, "Control API").
+// API v1 over HTTP (see docs/design.md, "Control API").
 //
 // # Data directory
 //

@@ -1,7 +1,7 @@
 // Package api is the storage daemon's control API v1 as both ends see it:
 // its JSON types, error codes and sizes, and a Client. It imports neither
 // the registry (bbolt) nor the image format (qcow2), so the plugin and the
-// operator commands link none of the daemon. docs/design.md describes the
+// operator commands link none of the storage daemon. docs/design.md describes the
 // calls.
 //
 // Every method takes a context and honours its deadline; give one, the
