@@ -1,6 +1,7 @@
 package nfs
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/netvol/netvol/internal/names"
@@ -72,4 +73,39 @@ func trimBrackets(s string) string {
 		return s[1 : len(s)-1]
 	}
 	return s
+}
+
+// ParseExport splits an NFS export given as host:/path, the way mount(8)
+// takes it; an IPv6 address is in brackets ([fd00::5]:/srv). The server
+// comes back without brackets. Every caller (the plugin's and the operator
+// commands' --nfs) parses with it.
+func ParseExport(spec string) (server, export string, err error) {
+	bad := func(why string) error {
+		return fmt.Errorf("NFS export %q: %s: want host:/path, such as nas:/srv/nfs/vols or [fd00::5]:/srv/nfs/vols: %w",
+			spec, why, backend.ErrInvalid)
+	}
+	host, path := "", ""
+	if rest, ok := strings.CutPrefix(spec, "["); ok {
+		h, p, ok := strings.Cut(rest, "]:")
+		if !ok || h == "" || !strings.Contains(h, ":") {
+			return "", "", bad("a bracketed IPv6 address must be followed by ]:")
+		}
+		host, path = h, p
+	} else {
+		h, p, ok := strings.Cut(spec, ":")
+		if !ok {
+			return "", "", bad("no ':' between host and path")
+		}
+		if h == "" {
+			return "", "", bad("no host")
+		}
+		host, path = h, p
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", "", bad("the path must be absolute")
+	}
+	if strings.ContainsAny(host, "/[] \t") {
+		return "", "", bad("bad host")
+	}
+	return host, path, nil
 }

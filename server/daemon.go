@@ -112,10 +112,26 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), cfg.TLSRequired
 		d.apiSrv.TLSConfig = tlsCfg.Clone() // ServeTLS adds h2 to NextProtos
 	}
+	if err := writeAPIAddress(cfg.DataDir, apiL.Addr(), tlsCfg != nil); err != nil {
+		log.WithError(err).Warn("could not record the API address for the operator commands on this host")
+	}
 	log.WithFields(logrus.Fields{"data": cfg.DataDir, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
 		"tls": tlsCfg != nil, "tls_required": cfg.TLSRequired,
 		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize}).Info("netvol server started")
 	return d, nil
+}
+
+// APIAddressFile is where a storage daemon records its API's URL in its data
+// directory, so that the operator commands on the same host find it (with
+// the token beside it) when no server is configured.
+const APIAddressFile = "api-address"
+
+func writeAPIAddress(dataDir string, addr net.Addr, tls bool) error {
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	return os.WriteFile(filepath.Join(dataDir, APIAddressFile), []byte(scheme+addr.String()+"\n"), 0o644)
 }
 
 // APIAddr is the address the control API listens on.

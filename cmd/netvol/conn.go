@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/netvol/netvol/internal/mount"
 	"github.com/netvol/netvol/nfs"
+	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
 )
 
@@ -18,7 +20,7 @@ import (
 // servers. The operator commands take them too, with the same environment
 // twins, so a host configured for the plugin needs nothing more.
 func connFlagNames() []string {
-	return []string{"server", "token-file", "token", "nfs", "nfs-version", "nfs-port", "nfs-mount-port"}
+	return []string{"server", "token-file", "token", "nfs", "nfs-version", "nfs-port", "nfs-mount-port", "state-dir"}
 }
 
 // pluginFlagDefs defines every flag of netvol plugin, bound to f, on a
@@ -46,6 +48,27 @@ func adoptFlags(defs, cmd *cobra.Command, persistent bool, names ...string) {
 			cmd.Flags().AddFlag(fl)
 		}
 	}
+}
+
+// useLocalDaemon points f at the storage daemon of this host's netvol run
+// (or a netvol server whose data lies in <state-dir>/server) when no server
+// at all is configured: its data directory records the API's address
+// (server.APIAddressFile) beside the token. It reports whether it did.
+func useLocalDaemon(f *pluginFlags) bool {
+	if f.server != "" || f.nfs != "" || f.token != "" || f.tokenFile != "" {
+		return false
+	}
+	data := filepath.Join(f.stateDir, "server")
+	addr, err := os.ReadFile(filepath.Join(data, server.APIAddressFile))
+	token := filepath.Join(data, "token")
+	if err != nil || strings.TrimSpace(string(addr)) == "" {
+		return false
+	}
+	if _, err := os.Stat(token); err != nil {
+		return false
+	}
+	f.server, f.tokenFile = strings.TrimSpace(string(addr)), token
+	return true
 }
 
 // apiToken returns the storage daemon's API token: --token, else the
@@ -84,11 +107,11 @@ func newAPIClient(f pluginFlags) (*api.Client, error) {
 
 // splitNFS splits --nfs, host:/export (an IPv6 address in brackets).
 func splitNFS(s string) (server, export string, err error) {
-	i := strings.Index(s, ":/")
-	if i <= 0 {
-		return "", "", fmt.Errorf("--nfs %q (NETVOL_NFS): want host:/export, such as nas:/srv/nfs/vols", s)
+	server, export, err = nfs.ParseExport(s)
+	if err != nil {
+		return "", "", fmt.Errorf("--nfs %q (NETVOL_NFS): %w", s, err)
 	}
-	return s[:i], s[i+1:], nil
+	return server, export, nil
 }
 
 // newNFSBackend is the nfs backend of --nfs, for directory management only

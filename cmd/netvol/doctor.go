@@ -71,14 +71,17 @@ Docker daemon and the plugin's socket.
 
 Each line is OK, WARN or FAIL; the exit status is non-zero when a check FAILs.
 A missing kernel feature is a FAIL only when the configuration needs it. The
-connection flags are netvol plugin's, with the same environment twins.`,
+connection flags are netvol plugin's, with the same environment twins; with
+none, the storage daemon of this host's netvol run is checked when there is
+one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			useLocalDaemon(&d.f)
 			return d.report(cmd.OutOrStdout(), d.run(cmd.Context()), asJSON)
 		},
 	}
 	adoptFlags(pluginFlagDefs(&d.f), cmd, false,
-		"server", "token-file", "token", "nbd", "nfs", "nfs-version", "nfs-port", "nfs-mount-port", "socket")
+		"server", "token-file", "token", "nbd", "nfs", "nfs-version", "nfs-port", "nfs-mount-port", "socket", "state-dir")
 	fl := cmd.Flags()
 	fl.StringVar(&d.dockerHost, "docker-host", envOr("DOCKER_HOST", "unix:///run/docker.sock"), "the Docker daemon's socket, unix:///path or tcp://host:port [DOCKER_HOST]")
 	fl.DurationVar(&d.env.timeout, "timeout", 3*time.Second, "time each check may take")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/sirupsen/logrus"
 
@@ -40,9 +39,9 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 	kinds := map[string]volume.Kind{}
 	hooks := &kindHooks{}
 	if f.nfs != "" {
-		server, export, ok := strings.Cut(f.nfs, ":")
-		if !ok || server == "" || !strings.HasPrefix(export, "/") {
-			return nil, nil, fmt.Errorf("--nfs %q: want host:/export", f.nfs)
+		server, export, err := splitNFS(f.nfs)
+		if err != nil {
+			return nil, nil, err
 		}
 		b, err := nfs.New(nfs.Config{Server: server, Export: export, Version: f.nfsVersion,
 			Port: f.nfsPort, MountPort: f.nfsMountPort, Mounter: mount.System{}})

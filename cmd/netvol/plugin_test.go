@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 )
 
 func TestPluginEnvTwins(t *testing.T) {
@@ -54,6 +57,28 @@ func TestPluginFlagsRefused(t *testing.T) {
 		err := runPlugin(context.Background(), f, func() { t.Errorf("%+v: the plugin started", f) })
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error containing %q", f, err, c.want)
+		}
+	}
+}
+
+// --nfs is parsed once, the same for the plugin and the operator commands,
+// IPv6 included.
+func TestNFSFlagOneParser(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	for _, spec := range []string{"nas:/srv/vols", "[fd00::5]:/srv/vols"} {
+		if _, _, err := newKinds(context.Background(), pluginFlags{nfs: spec, nfsVersion: "4.1"}, log); err != nil {
+			t.Errorf("plugin refused --nfs %s: %v", spec, err)
+		}
+		if _, _, err := splitNFS(spec); err != nil {
+			t.Errorf("netvol volume refused --nfs %s: %v", spec, err)
+		}
+	}
+	for _, spec := range []string{"nas", "fd00::5:/srv", "nas:srv"} {
+		_, _, err1 := newKinds(context.Background(), pluginFlags{nfs: spec, nfsVersion: "4.1"}, log)
+		_, _, err2 := splitNFS(spec)
+		if err1 == nil || err2 == nil || err1.Error() != err2.Error() {
+			t.Errorf("--nfs %s: plugin %v, netvol volume %v; want the same refusal", spec, err1, err2)
 		}
 	}
 }

@@ -15,6 +15,10 @@ import (
 	"github.com/netvol/netvol/server/api"
 )
 
+// defaultMaxVolumeSize is the largest volume a storage daemon accepts by
+// default, netvol server's and netvol run's alike (server.DefaultMaxVolumeSize).
+const defaultMaxVolumeSize = "1T"
+
 // serverFlags are the storage daemon's settings; each has an environment twin.
 type serverFlags struct {
 	data, nbdListen, apiListen, tokenFile, maxSize, logLevel string
@@ -50,7 +54,7 @@ loopback or a trusted network.`,
 	fl.StringVar(&f.apiListen, "api-listen", envOr("NETVOL_API_LISTEN", "127.0.0.1:10810"), "control API address host:port [NETVOL_API_LISTEN]")
 	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("NETVOL_TOKEN_FILE"), "bearer token of the API; created (mode 0600) with a random token if missing (default <data>/token) [NETVOL_TOKEN_FILE]")
 	fl.BoolVar(&f.listExports, "list-exports", envBool("NETVOL_LIST_EXPORTS"), "answer NBD_OPT_LIST with the volume names [NETVOL_LIST_EXPORTS]")
-	fl.StringVar(&f.maxSize, "max-volume-size", envOr("NETVOL_MAX_VOLUME_SIZE", "1T"), "largest volume size accepted [NETVOL_MAX_VOLUME_SIZE]")
+	fl.StringVar(&f.maxSize, "max-volume-size", envOr("NETVOL_MAX_VOLUME_SIZE", defaultMaxVolumeSize), "largest volume size accepted [NETVOL_MAX_VOLUME_SIZE]")
 	fl.DurationVar(&f.leaseTTL, "lease-ttl", envDuration("NETVOL_LEASE_TTL", server.DefaultLeaseTTL), "attachment lease duration [NETVOL_LEASE_TTL]")
 	fl.StringVar(&f.tlsCert, "tls-cert", os.Getenv("NETVOL_TLS_CERT"), "PEM certificate (chain) for HTTPS and NBD STARTTLS; needs --tls-key [NETVOL_TLS_CERT]")
 	fl.StringVar(&f.tlsKey, "tls-key", os.Getenv("NETVOL_TLS_KEY"), "PEM private key of --tls-cert [NETVOL_TLS_KEY]")

@@ -37,7 +37,9 @@ clone, resize and remove them on the storage daemon (type nbd, --server) and in
 the NFS export (type nfs, --nfs).
 
 The connection flags are netvol plugin's, with the same environment twins
-(shown in brackets), so a host set up for the plugin needs nothing more.`,
+(shown in brackets), so a host set up for the plugin needs nothing more.
+With none of them, the storage daemon of this host's netvol run is used when
+there is one (its address and token under <state-dir>/server).`,
 		Args: cobra.NoArgs, // an unknown subcommand is an error, not help
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -62,6 +64,7 @@ func (v *volumeCmd) stores(typ string) ([]volumeStore, error) {
 	if typ != "" && typ != backend.TypeNBD && typ != backend.TypeNFS {
 		return nil, fmt.Errorf("--type %q: want nbd or nfs", typ)
 	}
+	useLocalDaemon(&v.conn)
 	var out []volumeStore
 	if v.conn.server != "" && typ != backend.TypeNFS {
 		s, err := v.nbdStore()
@@ -92,7 +95,7 @@ func notConfigured(typ string) error {
 	case backend.TypeNFS:
 		return errors.New("nfs volumes live in an NFS export: give " + nfs)
 	}
-	return errors.New("no server configured: give " + nbd + ", and/or " + nfs)
+	return errors.New("no server configured, and no netvol run on this host: give " + nbd + ", and/or " + nfs)
 }
 
 // store returns the one store of type typ.
@@ -107,6 +110,7 @@ func (v *volumeCmd) store(typ string) (volumeStore, error) {
 }
 
 func (v *volumeCmd) nbdStore() (nbdStore, error) {
+	useLocalDaemon(&v.conn)
 	if v.conn.server == "" {
 		return nbdStore{}, notConfigured(backend.TypeNBD)
 	}

@@ -259,6 +259,7 @@ func TestVolumeConnectionErrors(t *testing.T) {
 	for _, k := range []string{"NETVOL_SERVER", "NETVOL_NFS", "NETVOL_TOKEN", "NETVOL_TOKEN_FILE"} {
 		t.Setenv(k, "")
 	}
+	t.Setenv("NETVOL_STATE_DIR", t.TempDir()) // no netvol run here
 	_, err := netvol(t, "volume", "ls")
 	wantErr(t, err, "no server configured", "--server", "--nfs")
 	_, err = netvol(t, "volume", "ls", "--server", "127.0.0.1:1", "--token", "x")
@@ -268,7 +269,7 @@ func TestVolumeConnectionErrors(t *testing.T) {
 	_, err = netvol(t, "volume", "ls", "--server", "127.0.0.1:1", "--token-file", filepath.Join(t.TempDir(), "none"))
 	wantErr(t, err, "reading the API token", "no such file")
 	_, err = netvol(t, "volume", "ls", "--nfs", "nas")
-	wantErr(t, err, `--nfs "nas"`, "host:/export")
+	wantErr(t, err, `--nfs "nas"`, "want host:/path", "[fd00::5]:/srv/nfs/vols")
 	d := startVCDaemon(t)
 	_, err = netvol(t, "volume", "ls", "--server", d.url, "--token", "wrong")
 	wantErr(t, err, "refused the API token", "--token-file")
@@ -414,3 +415,39 @@ func TestVersionJSON(t *testing.T) {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// With no server configured, the operator commands use this host's
+// netvol run: the daemon records its API address beside its token.
+func TestVolumeUsesLocalDaemon(t *testing.T) {
+	for _, k := range []string{"NETVOL_SERVER", "NETVOL_NFS", "NETVOL_TOKEN", "NETVOL_TOKEN_FILE"} {
+		t.Setenv(k, "")
+	}
+	state := t.TempDir()
+	t.Setenv("NETVOL_STATE_DIR", state)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	d, err := server.Start(server.DaemonConfig{DataDir: filepath.Join(state, "server"), NBDListen: "127.0.0.1:0",
+		APIListen: "127.0.0.1:0", LeaseTTL: time.Minute, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if out, err := netvol(t, "volume", "create", "--type", "nbd", "--size", "1M", "local1"); err != nil {
+		t.Fatalf("create without --server: %v\n%s", err, out)
+	}
+	out, err := netvol(t, "volume", "ls")
+	if err != nil || !strings.Contains(out, "local1") {
+		t.Fatalf("ls without --server: %v\n%s", err, out)
+	}
+	out, _ = netvol(t, "doctor", "--timeout", "2s")
+	if !strings.Contains(out, "storage daemon http://"+d.APIAddr().String()) {
+		t.Fatalf("doctor did not check the local daemon:\n%s", out)
+	}
+	// Elsewhere (another state directory) there is none.
+	_, err = netvol(t, "volume", "ls", "--state-dir", t.TempDir())
+	wantErr(t, err, "no server configured, and no netvol run on this host", "--server")
+}
