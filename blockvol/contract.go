@@ -42,9 +42,11 @@ type Device struct {
 
 // Attacher turns an NBD export into a local block device and back.
 type Attacher interface {
-	// Attach makes a device of the export that dial reaches, dialing as
-	// many connections as it wants. On failure it closes what it dialed.
-	Attach(ctx context.Context, dial Dialer) (Device, error)
+	// Attach makes a device of the export t names. The kernel attacher
+	// dials t.Dial as many times as it wants (on failure it closes what it
+	// dialed); the userspace one hands t's address and name to a helper
+	// process that dials again by itself after a lost connection.
+	Attach(ctx context.Context, t Target) (Device, error)
 	// Detach releases a device Attach made, also one made by an earlier run
 	// of the plugin. A device that is gone already is not an error.
 	Detach(ctx context.Context, d Device) error
@@ -58,15 +60,6 @@ type Target struct {
 	Addr   string // host:port or unix:/path
 	Export string
 	Dial   Dialer
-}
-
-// TargetAttacher is an Attacher that needs the export's address and name
-// rather than a Dialer, because another process serves the device and
-// dials again by itself after a lost connection. Mount uses AttachTarget
-// when the Attacher has it.
-type TargetAttacher interface {
-	Attacher
-	AttachTarget(ctx context.Context, t Target) (Device, error)
 }
 
 // Mounter performs mounts; mount.System is the real one.

@@ -158,7 +158,8 @@ func newCopyAttacher(t *testing.T) *copyAttacher {
 	return &copyAttacher{t: t, dir: t.TempDir(), open: map[string]*nbd.Client{}}
 }
 
-func (a *copyAttacher) Attach(ctx context.Context, dial Dialer) (Device, error) {
+func (a *copyAttacher) Attach(ctx context.Context, t Target) (Device, error) {
+	dial := t.Dial
 	if a.fail != nil {
 		return Device{}, a.fail
 	}

@@ -45,8 +45,8 @@ var _ Attacher = KernelAttacher{}
 
 // Attach dials the export (more than once when the server allows it) and
 // hands the sockets to the kernel, which keeps its own references to them.
-func (k KernelAttacher) Attach(ctx context.Context, dial Dialer) (Device, error) {
-	conns, info, err := k.dial(ctx, dial)
+func (k KernelAttacher) Attach(ctx context.Context, t Target) (Device, error) {
+	conns, info, err := k.dial(ctx, t.Dial)
 	defer func() {
 		for _, c := range conns {
 			c.Close()

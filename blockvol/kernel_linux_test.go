@@ -34,7 +34,7 @@ func TestKernelAttacherDialsAndConfigures(t *testing.T) {
 		}
 		return c, i, err
 	}
-	_, err = KernelAttacher{}.Attach(ctx, dial)
+	_, err = KernelAttacher{}.Attach(ctx, Target{Volume: "v", Dial: dial})
 	if err == nil {
 		t.Skip("this kernel has the NBD driver: the attach is tested in the node VMs")
 	}
@@ -64,13 +64,13 @@ func TestKernelAttacherDialsAndConfigures(t *testing.T) {
 		want  int
 	}{{true, 4}, {false, 1}} {
 		conns = nil
-		KernelAttacher{Connections: 4}.Attach(ctx, func(ctx context.Context) (net.Conn, nbd.ExportInfo, error) {
+		KernelAttacher{Connections: 4}.Attach(ctx, Target{Volume: "v", Dial: func(ctx context.Context) (net.Conn, nbd.ExportInfo, error) {
 			c, i, err := dial(ctx)
 			if !tc.multi {
 				i.Flags &^= nbd.FlagCanMultiConn
 			}
 			return c, i, err
-		})
+		}})
 		if len(conns) != tc.want {
 			t.Fatalf("CAN_MULTI_CONN %v: %d connections, want %d", tc.multi, len(conns), tc.want)
 		}

@@ -7,14 +7,9 @@ import (
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// attachDevice makes a block device of the export through the Attacher:
-// with the whole Target when it takes one, else with a Dialer.
+// attachDevice makes a block device of the export through the Attacher.
 func (b *Backend) attachDevice(ctx context.Context, volume, addr, export string) (Device, error) {
-	dial := b.dialer(addr, export)
-	if ta, ok := b.cfg.Attacher.(TargetAttacher); ok {
-		return ta.AttachTarget(ctx, Target{Volume: volume, Addr: addr, Export: export, Dial: dial})
-	}
-	return b.cfg.Attacher.Attach(ctx, dial)
+	return b.cfg.Attacher.Attach(ctx, Target{Volume: volume, Addr: addr, Export: export, Dial: b.dialer(addr, export)})
 }
 
 // Strategies attaches with one strategy and releases every device with the
@@ -27,19 +22,11 @@ type Strategies struct {
 	ByMethod map[string]Attacher
 }
 
-var _ TargetAttacher = Strategies{}
+var _ Attacher = Strategies{}
 
 // Attach implements Attacher with Use.
-func (s Strategies) Attach(ctx context.Context, dial Dialer) (Device, error) {
-	return s.Use.Attach(ctx, dial)
-}
-
-// AttachTarget implements TargetAttacher with Use.
-func (s Strategies) AttachTarget(ctx context.Context, t Target) (Device, error) {
-	if ta, ok := s.Use.(TargetAttacher); ok {
-		return ta.AttachTarget(ctx, t)
-	}
-	return s.Use.Attach(ctx, t.Dial)
+func (s Strategies) Attach(ctx context.Context, t Target) (Device, error) {
+	return s.Use.Attach(ctx, t)
 }
 
 // Detach implements Attacher with the strategy named by d.Method.

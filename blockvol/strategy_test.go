@@ -9,16 +9,16 @@ import (
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// targetAttacher is a TargetAttacher over the test's copyAttacher that
-// records the targets it was given.
+// targetAttacher is the test's copyAttacher that records the targets it
+// was given.
 type targetAttacher struct {
 	*copyAttacher
 	targets []Target
 }
 
-func (a *targetAttacher) AttachTarget(ctx context.Context, t Target) (Device, error) {
+func (a *targetAttacher) Attach(ctx context.Context, t Target) (Device, error) {
 	a.targets = append(a.targets, t)
-	return a.Attach(ctx, t.Dial)
+	return a.copyAttacher.Attach(ctx, t)
 }
 
 // Mount hands an Attacher that takes a Target the volume, address and
@@ -42,7 +42,7 @@ func TestMountGivesTargetAndStrategiesDetachByMethod(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(ta.targets) != 1 {
-		t.Fatalf("AttachTarget called %d times", len(ta.targets))
+		t.Fatalf("Attach called %d times", len(ta.targets))
 	}
 	if tg := ta.targets[0]; tg.Volume != "v" || tg.Addr != e.nbdL.Addr().String() || tg.Export != m.Export || tg.Dial == nil {
 		t.Fatalf("target %+v, mounted %+v", tg, m)

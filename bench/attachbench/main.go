@@ -127,7 +127,7 @@ func attachNBD(ctx context.Context, a *fuseattach.Attacher, srv *server, size in
 	if err != nil {
 		return "", nil, err
 	}
-	d, err := a.AttachTarget(ctx, blockvol.Target{Volume: "bench", Addr: srv.nbdAddr, Export: export})
+	d, err := a.Attach(ctx, blockvol.Target{Volume: "bench", Addr: srv.nbdAddr, Export: export})
 	return d.Path, func() error { return a.Detach(context.Background(), d) }, err
 }
 

@@ -58,16 +58,12 @@ type Attacher struct {
 	Log      logrus.FieldLogger
 }
 
-var _ blockvol.TargetAttacher = (*Attacher)(nil)
+var _ blockvol.Attacher = (*Attacher)(nil)
 
-// Attach implements blockvol.Attacher: not possible without the address
-// and export name, which a helper needs to dial again by itself.
-func (a *Attacher) Attach(context.Context, blockvol.Dialer) (blockvol.Device, error) {
-	return blockvol.Device{}, errors.New("the userspace attach needs the export's address and name (AttachTarget)")
-}
-
-// AttachTarget starts a helper for t and waits for its device.
-func (a *Attacher) AttachTarget(ctx context.Context, t blockvol.Target) (blockvol.Device, error) {
+// Attach starts a helper for t (its address and export name: the helper
+// dials by itself, also again after a lost connection) and waits for its
+// device.
+func (a *Attacher) Attach(ctx context.Context, t blockvol.Target) (blockvol.Device, error) {
 	return a.attach(ctx, HelperConfig{Volume: t.Volume, Addr: t.Addr, Export: t.Export,
 		ReconnectTimeout: a.Session.ReconnectTimeout, RequestTimeout: a.Session.RequestTimeout,
 		ReplayLimit: a.Session.ReplayLimit, Connections: a.Session.Connections})

@@ -91,7 +91,7 @@ func cleanupAll(t *testing.T, a *Attacher) {
 
 func attachT(t *testing.T, a *Attacher, s *crashServer) blockvol.Device {
 	t.Helper()
-	d, err := a.AttachTarget(ctxT(t), blockvol.Target{Volume: "v", Addr: s.addr, Export: testExport})
+	d, err := a.Attach(ctxT(t), blockvol.Target{Volume: "v", Addr: s.addr, Export: testExport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestAttachRefusedExport(t *testing.T) {
 	needAttach(t)
 	s := newCrashServer(t, 1<<20)
 	a := newTestAttacher(t)
-	_, err := a.AttachTarget(ctxT(t), blockvol.Target{Volume: "v", Addr: s.addr, Export: "v.wrong-secret"})
+	_, err := a.Attach(ctxT(t), blockvol.Target{Volume: "v", Addr: s.addr, Export: "v.wrong-secret"})
 	if err == nil || !strings.Contains(err.Error(), "refused the export") || strings.Contains(err.Error(), "wrong-secret") {
 		t.Fatalf("attach of a refused export = %v", err)
 	}
