@@ -1,0 +1,380 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netvol/netvol/e2e/node"
+)
+
+// The rule these suites check (issue 12): a FLUSH, and so an fsync in a
+// container, is never acknowledged unless every write acknowledged before
+// it on that export is on stable storage of the storage node. A storage
+// daemon that crashes, or a storage node that loses power, between a
+// write's acknowledgement and the FLUSH that covers it must either keep
+// the write or fail the FLUSH; it must never acknowledge the FLUSH over
+// the lost write.
+//
+// Both suites run the same writer in a container on a kernel-attached nbd
+// volume and crash the storage side inside the window: after a write was
+// acknowledged and before the fsync that covers it. After recovery every
+// record whose fsync returned must be in the file, read back through a
+// fresh mount (the writer's page cache is gone with its mount).
+
+// crashVol is the volume of the crash suites.
+const crashVol = "crashvol"
+
+// recordSize is the size of one record: a new 64 KiB qcow2 cluster each,
+// so every record's write allocates (the image's metadata for it is
+// written at flush time).
+const recordSize = 64 << 10
+
+// crashWriter is a detached container, name, with crashVol at /v and the
+// node's share at /share. Record after record it appends record(N) to
+// /v/log with O_DIRECT, so the write reaches the storage daemon and is
+// acknowledged with no flush; notes "wrote N" in /share/<name>; pauses a
+// second (the window in which the suites crash the storage side); fsyncs
+// the file and notes "ok N" once that returned, or "fail N" when a step
+// failed. The acknowledgements live in the share, never on the volume
+// under test. It stops when /share/stop-<name> exists.
+func crashWriter(name string) string {
+	loop := `head -c ` + itoa(recordSize) + ` /dev/zero | tr "\0" . > /tmp/pad; i=0
+while [ ! -e /share/stop-` + name + ` ] && [ $i -lt 1000 ]; do
+	i=$((i+1))
+	{ printf "rec-%d " $i; cat /tmp/pad; } | head -c ` + itoa(recordSize-1) + ` > /tmp/rec; echo >> /tmp/rec
+	if dd if=/tmp/rec of=/v/log bs=` + itoa(recordSize) + ` count=1 oflag=direct,append conv=notrunc 2>/dev/null; then
+		echo wrote $i >> /share/` + name + `; sleep 1
+		if sync /v/log; then echo ok $i; else echo fail $i; sleep 1; fi >> /share/` + name + `
+	else
+		echo fail $i >> /share/` + name + `; sleep 1
+	fi
+done`
+	return "docker run -d --name " + name + " --network none -v " + crashVol + ":/v -v " + node.GuestShare + ":/share " +
+		node.BusyboxImage + " sh -c '" + loop + "' >/dev/null"
+}
+
+// record is the N-th record as crashWriter writes it: "rec-N ", dots, a
+// newline; recordSize bytes.
+func record(n int) []byte {
+	b := bytes.Repeat([]byte{'.'}, recordSize)
+	copy(b, fmt.Sprintf("rec-%d ", n))
+	b[recordSize-1] = '\n'
+	return b
+}
+
+// writerLog is what a crashWriter noted so far.
+type writerLog struct {
+	wrote, ok, fail []int
+	last            string // the last complete line
+}
+
+func readWriterLog(t *testing.T, file string) writerLog {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var w writerLog
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		verb, num, ok := strings.Cut(sc.Text(), " ")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			continue // a line being written
+		}
+		switch verb {
+		case "wrote":
+			w.wrote = append(w.wrote, n)
+		case "ok":
+			w.ok = append(w.ok, n)
+		case "fail":
+			w.fail = append(w.fail, n)
+		}
+		w.last = sc.Text()
+	}
+	return w
+}
+
+// waitWriter polls the writer's notes every 20 ms until cond holds, for
+// at most timeout.
+func waitWriter(t *testing.T, file, what string, timeout time.Duration, cond func(writerLog) bool) writerLog {
+	t.Helper()
+	end := time.Now().Add(timeout)
+	for {
+		w := readWriterLog(t, file)
+		if cond(w) {
+			return w
+		}
+		if time.Now().After(end) {
+			b, _ := os.ReadFile(file)
+			t.Fatalf("%s: no %s within %s; the writer noted:\n%s", file, what, timeout, lastLines(string(b), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inWindow waits until the writer has just had a record acknowledged and
+// is pausing before its fsync, and returns the record's number.
+func inWindow(t *testing.T, file string) int {
+	t.Helper()
+	w := waitWriter(t, file, "acknowledged write awaiting its fsync", 2*time.Minute, func(w writerLog) bool {
+		return strings.HasPrefix(w.last, "wrote ")
+	})
+	return w.wrote[len(w.wrote)-1]
+}
+
+// settled waits until the writer has noted the outcome of record n's
+// fsync, and reports whether it failed.
+func settled(t *testing.T, file string, n int, timeout time.Duration) (failed bool) {
+	t.Helper()
+	w := waitWriter(t, file, fmt.Sprintf("outcome for record %d", n), timeout, func(w writerLog) bool {
+		return slices.Contains(w.ok, n) || slices.Contains(w.fail, n)
+	})
+	return slices.Contains(w.fail, n)
+}
+
+// stopWriter ends the writer container and removes it, which unmounts the
+// volume (its last user) and drops the node's page cache of it.
+func stopWriter(t *testing.T, n *node.Node, name string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(n.HostShare(), "stop-"+name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.MustRun(t, "timeout 120 docker wait "+name+" >/dev/null; docker rm -f "+name+" >/dev/null")
+	if got := n.MustRun(t, "grep -c ' /var/lib/netvol/mounts/"+crashVol+" ' /proc/mounts || true"); got != "0\n" {
+		t.Fatalf("%s still mounted %q times after its writer was removed", crashVol, got)
+	}
+}
+
+// readBack copies /v/log out of a fresh mount of the volume (which replays
+// the ext4 journal) through the node's share.
+func readBack(t *testing.T, n *node.Node) []byte {
+	t.Helper()
+	n.MustRun(t, "docker run --rm --network none -v "+crashVol+":/v -v "+node.GuestShare+":/share "+
+		node.BusyboxImage+" cp /v/log /share/log.after")
+	b, err := os.ReadFile(filepath.Join(n.HostShare(), "log.after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkFsynced fails the test unless every record the writer noted "ok"
+// is intact in log. crashed are the records in whose window the storage
+// side crashed, for the message.
+func checkFsynced(t *testing.T, w writerLog, log []byte, crashed []int) {
+	t.Helper()
+	intact := map[int]bool{}
+	for off := 0; ; {
+		i := bytes.Index(log[off:], []byte("rec-"))
+		if i < 0 {
+			break
+		}
+		start := off + i
+		off = start + 4
+		j := off
+		for j < len(log) && log[j] >= '0' && log[j] <= '9' {
+			j++
+		}
+		if n, err := strconv.Atoi(string(log[off:j])); err == nil && bytes.HasPrefix(log[start:], record(n)) {
+			intact[n] = true
+		}
+	}
+	var missing []string
+	for _, n := range w.ok {
+		if !intact[n] {
+			note := ""
+			if slices.Contains(crashed, n) {
+				note = " (acknowledged before the crash, fsynced after it)"
+			}
+			missing = append(missing, fmt.Sprintf("%d%s", n, note))
+		}
+	}
+	t.Logf("writer: %d records fsynced, %d failed (%v); file %d bytes, %d intact records; crashes in the windows of %v",
+		len(w.ok), len(w.fail), w.fail, len(log), len(intact), crashed)
+	if len(missing) > 0 {
+		t.Errorf("records whose fsync returned are missing or damaged after recovery: %s\n"+
+			"(a FLUSH was acknowledged over writes the storage side had lost)", strings.Join(missing, ", "))
+	}
+}
+
+// TestStorageDaemonCrashKeepsFsyncedWrites: the storage daemon is
+// SIGKILLed three times, each time after a write to a newly allocated
+// cluster was acknowledged and before the FLUSH covering it, and started
+// again on the same data and ports; the node's kernel client is
+// reconnected by the plugin and the writer carries on. Every record whose
+// fsync returned must be in the file, read back through a fresh mount; the
+// image must check clean (qemu-img check, e2fsck -fn of its raw copy).
+func TestStorageDaemonCrashKeepsFsyncedWrites(t *testing.T) {
+	t.Parallel()
+	node.RequireTools(t, "mkfs.ext4", "qemu-img", "e2fsck")
+	srv := node.StartNetvolServer(t)
+	bin := node.NetvolBinary(t)
+	n := node.Start(t, node.Options{Name: "c1", MemoryMiB: 1536})
+	n.StartDocker(t)
+	n.StartPlugin(t, bin, srv.PluginArgs())
+	defer func() {
+		if t.Failed() {
+			t.Logf("plugin log and kernel messages:\n%s", tail(n, "tail -n 40 "+node.PluginLog+"; dmesg | tail -n 30"))
+			t.Logf("server log:\n%s", srv.LogTail(40))
+		}
+	}()
+	n.MustRun(t, "docker volume create -d netvol -o type=nbd -o size=128M "+crashVol+" >/dev/null")
+	n.MustRun(t, crashWriter("w"))
+	acks := filepath.Join(n.HostShare(), "w")
+	start := time.Now()
+
+	var crashed []int
+	for round := range 3 {
+		okBefore := len(readWriterLog(t, acks).ok)
+		waitWriter(t, acks, "three more fsynced records", 2*time.Minute, func(w writerLog) bool { return len(w.ok) >= okBefore+3 })
+		rec := inWindow(t, acks)
+		srv.Kill()
+		srv.Restart(t)
+		crashed = append(crashed, rec)
+		var failed bool
+		took := timed(func() { failed = settled(t, acks, rec, 2*time.Minute) })
+		t.Logf("round %d: daemon killed with record %d acknowledged and not yet flushed; its fsync %s %s after the restart",
+			round+1, rec, map[bool]string{false: "returned", true: "failed"}[failed], took)
+	}
+	waitWriter(t, acks, "two more fsynced records", 2*time.Minute, func(w writerLog) bool {
+		return len(w.ok) > 0 && w.ok[len(w.ok)-1] >= crashed[len(crashed)-1]+2
+	})
+	stopWriter(t, n, "w")
+	w := readWriterLog(t, acks)
+	checkFsynced(t, w, readBack(t, n), crashed)
+	t.Logf("writer ran %s", time.Since(start).Round(100*time.Millisecond))
+
+	srv.Stop() // the image closed, as a check wants it
+	img := filepath.Join(srv.DataDir, "volumes", crashVol+".qcow2")
+	if out, err := exec.Command("qemu-img", "check", img).CombinedOutput(); err != nil {
+		t.Errorf("qemu-img check: %v\n%s", err, out)
+	}
+	raw := filepath.Join(t.TempDir(), "v.raw")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", img, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", raw).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
+}
+
+// TestStorageNodePowerLossKeepsFsyncedWrites: the storage daemon runs in a
+// node of its own ("st"), its images on the node's state disk; the Docker
+// host is a second node ("dh", kernel NBD, plugin, dockerd) that reaches it
+// through st's forwarded ports. st loses power (Node.Crash: its page cache
+// is gone) after a write was acknowledged and before the fsync covering
+// it, boots again and the daemon starts on the same data. Either the
+// writer's fsyncs carry on with every record they acknowledged kept, or
+// they fail (EIO, the file system aborts); never does an fsync return over
+// a lost write. The single assertion: every record noted fsynced is intact
+// after recovery, read through a fresh mount. Then the image is checked in
+// st (qemu-img check, e2fsck -fn of a raw copy).
+func TestStorageNodePowerLossKeepsFsyncedWrites(t *testing.T) {
+	t.Parallel()
+	node.RequireTools(t, "mkfs.ext4", "qemu-img", "e2fsck")
+	bin := node.NetvolBinary(t)
+	nbdPort, apiPort := node.FreePort(t), node.FreePort(t)
+	nodes := node.StartAll(t,
+		node.Options{Name: "st", HostForward: []int{nbdPort, apiPort}},
+		node.Options{Name: "dh", MemoryMiB: 1536})
+	st, dh := nodes[0], nodes[1]
+	srv := node.StartGuestServer(t, st, bin, nbdPort, apiPort)
+	dh.StartDocker(t)
+	dh.StartPlugin(t, bin, srv.PluginArgs())
+	defer func() {
+		if t.Failed() {
+			t.Logf("dh: plugin log and kernel messages:\n%s", tail(dh, "tail -n 40 "+node.PluginLog+"; dmesg | tail -n 30"))
+			t.Logf("st: server log and kernel messages:\n%s", tail(st, "tail -n 40 "+node.GuestServerLog+"; dmesg | tail -n 20"))
+		}
+	}()
+	dh.MustRun(t, "docker volume create -d netvol -o type=nbd -o size=128M "+crashVol+" >/dev/null")
+	dh.MustRun(t, dockerRun(crashVol, "true")) // formatted, and unmounted again
+	// What was set up so far (token, registry, the image and its file
+	// system) is made durable: the suite is about the writes acknowledged
+	// while the writer runs.
+	st.MustRun(t, "sync")
+	dh.MustRun(t, crashWriter("w"))
+	acks := filepath.Join(dh.HostShare(), "w")
+	start := time.Now()
+
+	var crashed []int
+	eio := false
+	for round := range 2 {
+		okBefore := len(readWriterLog(t, acks).ok)
+		waitWriter(t, acks, "three more fsynced records", 2*time.Minute, func(w writerLog) bool { return len(w.ok) >= okBefore+3 })
+		rec := inWindow(t, acks)
+		st.Crash()
+		crashAt := time.Now()
+		crashed = append(crashed, rec)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		err := st.Boot(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Start(t)
+		up := time.Since(crashAt).Round(100 * time.Millisecond)
+		var failed bool
+		took := timed(func() { failed = settled(t, acks, rec, 3*time.Minute) })
+		t.Logf("round %d: st lost power with record %d acknowledged and not yet flushed; the daemon was back %s later; that record's fsync %s %s after that",
+			round+1, rec, up, map[bool]string{false: "returned", true: "failed"}[failed], took)
+		if failed {
+			eio = true
+			break
+		}
+	}
+	if !eio {
+		waitWriter(t, acks, "two more fsynced records", 2*time.Minute, func(w writerLog) bool {
+			return len(w.ok) > 0 && w.ok[len(w.ok)-1] >= crashed[len(crashed)-1]+2
+		})
+	}
+	stopWriter(t, dh, "w")
+	w := readWriterLog(t, acks)
+	t.Logf("the writer saw EIO: %v", eio || len(w.fail) > 0)
+	checkFsynced(t, w, readBack(t, dh), crashed)
+	t.Logf("writer ran %s", time.Since(start).Round(100*time.Millisecond))
+
+	srv.Stop(t, false)
+	img := srv.DataDir + "/volumes/" + crashVol + ".qcow2"
+	if res := run(t, st, "qemu-img check "+img); res.ExitCode != 0 {
+		t.Errorf("qemu-img check in st exited %d:\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	st.MustRun(t, "qemu-img convert -O raw "+img+" /tmp/v.raw")
+	if res := run(t, st, "e2fsck -fn /tmp/v.raw"); res.ExitCode != 0 {
+		t.Errorf("e2fsck -fn in st exited %d:\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+}
+
+// run runs script in n within node.DefaultRunTimeout; unlike MustRun, a
+// non-zero exit is the caller's to judge.
+func run(t *testing.T, n *node.Node, script string) node.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), node.DefaultRunTimeout)
+	defer cancel()
+	res, err := n.Run(ctx, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func lastLines(s string, n int) string {
+	all := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return strings.Join(all, "\n")
+}
