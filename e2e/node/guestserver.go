@@ -98,7 +98,7 @@ func (s *GuestServer) PluginArgs() string {
 func (s *GuestServer) LogTail(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := s.Node.Run(ctx, "tail -n 40 "+GuestServerLog+" 2>&1")
+	res, err := s.Node.Run(ctx, "tail -n 40 "+GuestServerLog+" 2>&1 | tr -d '\\000'")
 	if err != nil {
 		return err.Error()
 	}
