@@ -150,19 +150,40 @@ func settled(t *testing.T, file string, n int, timeout time.Duration) (failed bo
 // dockerHost is where the writer runs: dockerd and the plugin in a node,
 // or on this host.
 type dockerHost struct {
-	// sh runs a shell script whose docker talks to this dockerd and
-	// returns its stdout, failing the test unless it exits 0.
-	sh func(t *testing.T, script string) string
+	// try runs a shell script whose docker talks to this dockerd and
+	// returns its stdout, and an error with its output unless it exits 0.
+	try func(t *testing.T, script string) (string, error)
 	// share is a host directory, shareInside the same directory where
 	// sh's docker runs (for -v).
 	share, shareInside string
 	mountRoot          string // the plugin's mount root
 }
 
+// sh is try, failing the test on an error.
+func (h *dockerHost) sh(t *testing.T, script string) string {
+	t.Helper()
+	out, err := h.try(t, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // nodeDocker is dockerd in n, plugin started.
 func nodeDocker(n *node.Node) *dockerHost {
 	return &dockerHost{
-		sh:    func(t *testing.T, script string) string { t.Helper(); return n.MustRun(t, script) },
+		try: func(t *testing.T, script string) (string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), node.DefaultRunTimeout)
+			defer cancel()
+			res, err := n.Run(ctx, script)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != 0 {
+				return res.Stdout, fmt.Errorf("node %s: %q exited %d\nstdout:\n%s\nstderr:\n%s", n.Name(), script, res.ExitCode, res.Stdout, res.Stderr)
+			}
+			return res.Stdout, nil
+		},
 		share: n.HostShare(), shareInside: node.GuestShare, mountRoot: node.GuestStateDir + "/mounts",
 	}
 }
@@ -172,8 +193,7 @@ func nodeDocker(n *node.Node) *dockerHost {
 func hostDocker(t *testing.T, d *node.HostDocker, state string) *dockerHost {
 	share := t.TempDir()
 	return &dockerHost{
-		sh: func(t *testing.T, script string) string {
-			t.Helper()
+		try: func(t *testing.T, script string) (string, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), node.DefaultRunTimeout)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "sh", "-c", script)
@@ -182,9 +202,9 @@ func hostDocker(t *testing.T, d *node.HostDocker, state string) *dockerHost {
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("%q: %v\nstdout:\n%s\nstderr:\n%s", script, err, out, stderr.Bytes())
+				return string(out), fmt.Errorf("%q: %v\nstdout:\n%s\nstderr:\n%s", script, err, out, stderr.Bytes())
 			}
-			return string(out)
+			return string(out), nil
 		},
 		share: share, shareInside: share, mountRoot: state + "/mounts",
 	}
@@ -249,8 +269,22 @@ func (r *crashRun) finish(t *testing.T) {
 	r.w = readWriterLog(t, r.acks)
 	r.eio = r.eio || len(r.w.fail) > 0
 	t.Logf("the writer saw EIO: %v", r.eio)
-	r.h.sh(t, "docker run --rm --network none -v "+crashVol+":/v -v "+r.h.shareInside+":/share "+
-		node.BusyboxImage+" cp /v/log /share/log.after")
+	// After a file system that aborted (EIO), the plugin's mount waits
+	// for the kernel's multi-mount protection check, longer than Docker's
+	// deadline for Mount: the plugin answers "retry", and the mount goes
+	// on meanwhile.
+	readBack := "docker run --rm --network none -v " + crashVol + ":/v -v " + r.h.shareInside + ":/share " +
+		node.BusyboxImage + " cp /v/log /share/log.after"
+	for end := time.Now().Add(3 * time.Minute); ; time.Sleep(5 * time.Second) {
+		_, err := r.h.try(t, readBack)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "retry") || time.Now().After(end) {
+			t.Fatal(err)
+		}
+		t.Logf("reading back: the mount asks to retry: %v", err)
+	}
 	b, err := os.ReadFile(filepath.Join(r.h.share, "log.after"))
 	if err != nil {
 		t.Fatal(err)
