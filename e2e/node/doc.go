@@ -18,6 +18,9 @@
 //   - a read-write share: Node.HostShare on the host is GuestShare inside;
 //   - user-mode networking: HostAddr:PORT inside reaches 127.0.0.1:PORT on
 //     the host, so host servers bind loopback; SetLink cuts and restores it;
+//     Options.HostForward forwards the host's 127.0.0.1:P to the node's port
+//     P, so a server in the node is reached from the host, and from other
+//     nodes at HostAddr:P, on the port it listens on;
 //   - a serial console logged to a file; failures show its tail;
 //   - an agent on a virtio-serial port (not the network, so it works while
 //     the link is cut) that runs shell commands, several at once.
@@ -37,6 +40,11 @@
 //	n.SetLink(ctx, up)       cut or restore the node's network (QMP set_link)
 //	n.ConsoleTail(lines)     the end of the serial console, all boots
 //	n.StartDocker(t)         dockerd in the node, BusyboxImage imported
+//	StartGuestServer(t, n, bin, nbdPort, apiPort)
+//	                         `netvol server` in n, data on its state disk (a
+//	                         storage node that can lose power, the daemon
+//	                         dies with n); Start again after Crash and Boot,
+//	                         Stop, PluginArgs
 //
 // # Host fixtures
 //
@@ -50,9 +58,8 @@
 //	StartDaemon(t, log, argv...)    any host daemon; WaitTCP, Stop, Kill, LogTail
 //	NetvolBinary(t)                 <repo>/bin/netvol, valid on the host and in nodes
 //	FreePort(t)                     a free TCP port
-//
-// The `netvol server` fixture has its place in server.go, for when the
-// server exists.
+//	StartNetvolServer(t)            `netvol server` on loopback; Kill, Restart,
+//	                                PluginArgs (server.go)
 //
 // # Environment
 //

@@ -34,6 +34,11 @@ type Options struct {
 	CPUs        int           // default 1: two nodes share this machine's two cores
 	DiskMiB     int           // size of the state disk; default 256
 	BootTimeout time.Duration // default 3 minutes
+	// HostForward lists TCP ports forwarded from the host's 127.0.0.1:P
+	// to the node's port P (qemu hostfwd), so a server in the node is
+	// reachable from the host, and from other nodes at HostAddr:P, on the
+	// port it listens on. The forwards are set up again at every Boot.
+	HostForward []int
 }
 
 func (o Options) withDefaults() Options {

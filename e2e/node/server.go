@@ -69,8 +69,11 @@ func (s *NetvolServer) start(t testing.TB, log string) {
 // when t is a subtest.
 func (s *NetvolServer) Restart(t testing.TB) { s.start(t, s.LogPath) }
 
-func (s *NetvolServer) health(ctx context.Context) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL("")+"/healthz", nil)
+func (s *NetvolServer) health(ctx context.Context) (string, error) { return health(ctx, s.URL("")) }
+
+// health asks the control API at url (http://host:port) for /healthz.
+func health(ctx context.Context, url string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err

@@ -34,6 +34,10 @@ func (n *Node) qemuArgs() []string {
 		args = append(args, "-bios", qbootPath)
 	}
 	o := n.opts
+	netdev := "user,id=" + netdevID
+	for _, p := range o.HostForward {
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", p, p)
+	}
 	return append(args,
 		"-accel", "tcg", // KVM hangs on these machines (no nested virtualisation)
 		"-cpu", "max", "-smp", strconv.Itoa(o.CPUs), "-m", strconv.Itoa(o.MemoryMiB),
@@ -45,7 +49,7 @@ func (n *Node) qemuArgs() []string {
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-virtfs", "local,path="+n.HostShare()+",mount_tag=share,security_model=none,multidevs=remap",
 		"-drive", "file="+n.DiskImage()+",if=virtio,format=raw",
-		"-netdev", "user,id="+netdevID,
+		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev="+netdevID,
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=agent,server=on,wait=off,path="+n.path("agent.sock"),
