@@ -62,6 +62,10 @@ fuzz:
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzClientHandshake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/units -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./volume -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./qcow2 -run '^$$' -fuzz '^FuzzReadWAL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./qcow2 -run '^$$' -fuzz '^FuzzZeroing$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nfs -run '^$$' -fuzz '^FuzzParseExport$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server/api -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin build

@@ -2,6 +2,7 @@ package nfs
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/netvol/netvol/volume/backend"
@@ -26,4 +27,22 @@ func TestParseExport(t *testing.T) {
 			t.Errorf("ParseExport(%q) = %v, want ErrInvalid", in, err)
 		}
 	}
+}
+
+func FuzzParseExport(f *testing.F) {
+	for _, s := range []string{"nas:/srv", "[fd00::5]:/srv", "nas", "[::1]:/", ":/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		host, path, err := ParseExport(spec)
+		if err != nil {
+			if !errors.Is(err, backend.ErrInvalid) {
+				t.Fatalf("%q: error %v is not ErrInvalid", spec, err)
+			}
+			return
+		}
+		if host == "" || !strings.HasPrefix(path, "/") || strings.ContainsAny(host, "/[] \t") {
+			t.Fatalf("%q accepted as host %q path %q", spec, host, path)
+		}
+	})
 }
