@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/netvol/netvol/nbd"
 )
 
@@ -76,7 +77,9 @@ none, the storage daemon of this host's netvol run is checked when there is
 one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			useLocalDaemon(&d.f)
+			if c := d.f.conn(); c.UseLocalDaemon() {
+				d.f.server, d.f.tokenFile = c.Server, c.TokenFile
+			}
 			return d.report(cmd.OutOrStdout(), d.run(cmd.Context()), asJSON)
 		},
 	}
@@ -190,7 +193,7 @@ func (d *doctor) report(w io.Writer, results []checkResult, asJSON bool) error {
 	}
 	var err error
 	if asJSON {
-		err = writeJSON(w, struct {
+		err = opcmd.WriteJSON(w, struct {
 			Checks []checkResult `json:"checks"`
 			OK     int           `json:"ok"`
 			Warn   int           `json:"warn"`

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/netvol/netvol/blockvol"
+	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/netvol/netvol/server/api"
 )
 
@@ -78,7 +79,7 @@ func (d *doctor) healthz(ctx context.Context, base string) healthProbe {
 		p.result = problem(statusFail, name, fmt.Sprintf("%s does not answer GET /healthz as a netvol storage daemon: %v", base, err), fix)
 		return p
 	}
-	p.result = passed(name, fmt.Sprintf("%s is healthy; it serves NBD at %s", base, orDash(p.health.NBD)))
+	p.result = passed(name, fmt.Sprintf("%s is healthy; it serves NBD at %s", base, opcmd.OrDash(p.health.NBD)))
 	return p
 }
 
@@ -125,7 +126,7 @@ const tokenFix = "copy the token file of the storage node (<data>/token) to this
 // the daemon answers).
 func (d *doctor) tokenCheck(ctx context.Context, reachable bool) checkResult {
 	const name = "api token"
-	tok, err := apiToken(d.f)
+	tok, err := d.f.conn().APIToken()
 	if err != nil {
 		return problem(statusFail, name, err.Error(), tokenFix)
 	}
@@ -185,7 +186,7 @@ func (d *doctor) nfsServerChecks(ctx context.Context) []checkResult {
 
 func (d *doctor) nfsServerCheck(ctx context.Context) checkResult {
 	const name = "nfs server"
-	b, err := newNFSBackend(d.f, d.env.timeout)
+	b, err := d.f.conn().NFSBackend(d.env.timeout)
 	if err != nil {
 		return problem(statusFail, name, err.Error(), "give --nfs host:/export (NETVOL_NFS)")
 	}
@@ -224,7 +225,7 @@ func (d *doctor) dockerCheck(ctx context.Context) checkResult {
 		return problem(statusFail, name, fmt.Sprintf("Docker at %s does not answer GET /_ping: %v", d.dockerHost, err),
 			"is dockerd running (systemctl status docker)? Its socket needs root or the docker group")
 	}
-	return passed(name, fmt.Sprintf("Docker answers GET /_ping at %s (API %s)", d.dockerHost, orDash(resp.Header.Get("Api-Version"))))
+	return passed(name, fmt.Sprintf("Docker answers GET /_ping at %s (API %s)", d.dockerHost, opcmd.OrDash(resp.Header.Get("Api-Version"))))
 }
 
 // missing says whether a unix socket's file is missing.

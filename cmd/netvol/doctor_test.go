@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/internal/optest"
 	"github.com/netvol/netvol/nbd"
 )
 
@@ -186,13 +187,13 @@ func TestDoctorKernelChecks(t *testing.T) {
 func TestDoctorStorageDaemon(t *testing.T) {
 	d := startVCDaemon(t)
 	doc := newTestDoctor(t)
-	doc.f.server, doc.f.tokenFile = d.url, d.tokenFile
+	doc.f.server, doc.f.tokenFile = d.URL, d.TokenFile
 	results := doc.run(context.Background())
-	wantResult(t, result(t, results, "configuration"), statusOK, "storage daemon "+d.url)
-	wantResult(t, result(t, results, "storage daemon"), statusOK, "healthy", d.nbdL.Addr().String())
+	wantResult(t, result(t, results, "configuration"), statusOK, "storage daemon "+d.URL)
+	wantResult(t, result(t, results, "storage daemon"), statusOK, "healthy", d.NBDL.Addr().String())
 	wantResult(t, result(t, results, "clock"), statusOK, "clock")
 	wantResult(t, result(t, results, "api token"), statusOK, "accepted")
-	wantResult(t, result(t, results, "nbd address"), statusOK, d.nbdL.Addr().String(), "accepts connections")
+	wantResult(t, result(t, results, "nbd address"), statusOK, d.NBDL.Addr().String(), "accepts connections")
 
 	doc.f.token = "wrong"
 	doc.env.now = func() time.Time { return time.Now().Add(-10 * time.Second) }
@@ -205,8 +206,8 @@ func TestDoctorStorageDaemon(t *testing.T) {
 	doc.f.token, doc.f.tokenFile = "", ""
 	wantResult(t, result(t, doc.daemonChecks(context.Background()), "api token"), statusFail, "no API token", "--token-file")
 
-	d.nbdL.Close()
-	doc.f.token = vcToken
+	d.NBDL.Close()
+	doc.f.token = optest.Token
 	wantResult(t, result(t, doc.daemonChecks(context.Background()), "nbd address"), statusFail, "cannot connect to the NBD server", "--nbd-listen", "NETVOL_NBD")
 	doc.f.nbdAddr = "unix:/nonexistent/nbd.sock"
 	wantResult(t, result(t, doc.daemonChecks(context.Background()), "nbd address"), statusFail, "unix:/nonexistent/nbd.sock (--nbd)")
