@@ -17,7 +17,9 @@ func newDoctorCommand() *cobra.Command {
 		Short: "Check this host and the servers it uses: kernel support, devices, servers, token, Docker, clocks",
 		Long: `Check what netvol needs on this host and from its servers, and say what to do
 about each problem: the kernel's NBD driver and /dev/nbd*, FUSE and loop
-devices (the userspace attach), the kernel's NFS client, the storage daemon
+devices (the userspace attach), which of them netvol plugin attaches block
+volumes with (--attach; the doctor loads no module, the plugin tries
+modprobe nbd first), the kernel's NFS client, the storage daemon
 (reachable, token accepted, NBD address, clock skew), the NFS export, the
 Docker daemon and the plugin's socket.
 
@@ -28,13 +30,13 @@ none, the storage daemon of this host's netvol run is checked when there is
 one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Conn, cfg.Socket = f.conn(), f.socket
+			cfg.Conn, cfg.Socket, cfg.Attach = f.conn(), f.socket, f.attach
 			cfg.Conn.UseLocalDaemon()
 			return doctor.Report(cmd.OutOrStdout(), doctor.Run(cmd.Context(), cfg), asJSON)
 		},
 	}
 	adoptFlags(pluginFlagDefs(&f), cmd, false,
-		"server", "token-file", "token", "nbd", "nfs", "nfs-version", "nfs-port", "nfs-mount-port", "socket", "state-dir")
+		"server", "token-file", "token", "nbd", "nfs", "nfs-version", "nfs-port", "nfs-mount-port", "socket", "state-dir", "attach")
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.DockerHost, "docker-host", envOr("DOCKER_HOST", "unix:///run/docker.sock"), "the Docker daemon's socket, unix:///path or tcp://host:port [DOCKER_HOST]")
 	fl.DurationVar(&cfg.Timeout, "timeout", 3*time.Second, "time each check may take")

@@ -52,6 +52,7 @@ type Config struct {
 	Conn       opcmd.Conn    // the servers and the token, as netvol plugin takes them
 	Socket     string        // the plugin's socket
 	DockerHost string        // the Docker daemon: unix:///path or tcp://host:port
+	Attach     string        // netvol plugin's --attach: auto ("" too), kernel or userspace
 	Timeout    time.Duration // bounds each check
 	// Root is the prefix of /proc, /sys, /dev and /lib/modules; "" is the
 	// host's.

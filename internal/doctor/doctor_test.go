@@ -137,15 +137,18 @@ func TestDoctorKernelChecks(t *testing.T) {
 			fakeRoot(t, "nodev\tnfs4\n", []string{"kernel/drivers/block/nbd.ko.xz"}, "fuse"),
 			map[string][]string{"nbd driver": {StatusFail, "not loaded (the nbd module is available)", "modprobe nbd"},
 				"loop devices": {StatusFail, "no /dev/loop-control", "modprobe loop"}, "fuse": {StatusOK},
-				"/dev/nbd*": {StatusWarn, "no /dev/nbd* devices"}, "nfs client": {StatusOK, "nfs4 in /proc/filesystems"}}},
+				"/dev/nbd*": {StatusWarn, "no /dev/nbd* devices"}, "nfs client": {StatusOK, "nfs4 in /proc/filesystems"},
+				"attach method": {StatusFail, "would attach block volumes with userspace", "modprobe nbd was not tried", "/dev/loop-control cannot be used"}}},
 		{"no nbd module, userspace attach", noNBD, "store:1", "", "4.1",
 			fakeRoot(t, "", nil, "fuse", "loop-control"),
 			map[string][]string{"nbd driver": {StatusWarn, "(5.10.0-test) has no NBD driver", "linux-image-5.10.0-test", "userspace attach"},
-				"fuse": {StatusOK}, "loop devices": {StatusOK}, "nfs client": {StatusWarn, "no NFS client"}}},
+				"fuse": {StatusOK}, "loop devices": {StatusOK}, "nfs client": {StatusWarn, "no NFS client"},
+				"attach method": {StatusOK, "attaches block volumes with userspace: the kernel has no NBD driver"}}},
 		{"kernel nbd, no fuse, nfs v3 module", func() error { return nil }, "", "nas:/x", "3",
 			fakeRoot(t, "nodev\tnfs4\n", []string{"kernel/fs/nfs/nfs.ko"}, "nbd0", "nbd1", "nbd1p1"),
 			map[string][]string{"nbd driver": {StatusOK}, "/dev/nbd*": {StatusOK, "2 NBD devices"},
-				"fuse": {StatusWarn, "no /dev/fuse", "userspace attach"}, "nfs client": {StatusWarn, "the nfs module is available", "modprobe nfs"}}},
+				"attach method": {StatusOK, "with kernel: the kernel has the NBD driver"},
+				"fuse":          {StatusWarn, "no /dev/fuse", "userspace attach"}, "nfs client": {StatusWarn, "the nfs module is available", "modprobe nfs"}}},
 		{"no nfs client, nfs needed", noNBD, "", "nas:/x", "4.1", fakeRoot(t, "nodev\tproc\n", nil),
 			map[string][]string{"nfs client": {StatusFail, "no nfs4 in /proc/filesystems and no nfsv4 module", "CONFIG_NFS_V4"},
 				"nbd driver": {StatusWarn}, "loop devices": {StatusWarn}}},
@@ -162,6 +165,29 @@ func TestDoctorKernelChecks(t *testing.T) {
 				wantResult(t, result(t, results, check), want[0], want[1:]...)
 			}
 		})
+	}
+}
+
+// The attach method line follows --attach (NETVOL_ATTACH) as the plugin
+// does; the doctor loads no module.
+func TestDoctorAttachMethod(t *testing.T) {
+	noNBD := func() error { return nbd.ErrNoKernelNBD }
+	for _, c := range []struct {
+		attach, server string
+		want           []string
+	}{
+		{"kernel", "", []string{StatusWarn, "would attach block volumes with kernel: --attach kernel; but the kernel has no NBD driver", "nbd driver"}},
+		{"kernel", "store:1", []string{StatusFail, "--attach kernel; but"}},
+		{"userspace", "store:1", []string{StatusOK, "with userspace: --attach userspace"}},
+		{"magic", "", []string{StatusFail, `--attach "magic": want auto, kernel or userspace`, "NETVOL_ATTACH"}},
+	} {
+		d := newTestDoctor(t)
+		d.cfg.Root, d.cfg.KernelNBD = fakeRoot(t, "", []string{"kernel/drivers/block/nbd.ko"}, "fuse", "loop-control"), noNBD
+		d.cfg.Attach, d.cfg.Conn.Server = c.attach, c.server
+		results := d.blockChecks(context.Background())
+		wantResult(t, result(t, results, "attach method"), c.want[0], c.want[1:]...)
+		wantResult(t, result(t, results, "nbd driver"), StatusWarn, "the nbd module is available")
+		wantResult(t, result(t, results, "fuse"), StatusOK)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/netvol/netvol/blockvol/attachmethod"
 	"github.com/netvol/netvol/nbd"
 )
 
@@ -17,14 +18,27 @@ import (
 const modprobeHint = "(on the host: a managed plugin cannot load modules; list it in /etc/modules-load.d/netvol.conf to load it at boot)"
 
 // blockChecks: how this host can attach nbd volumes, through the kernel's
-// NBD driver or, without it, through FUSE and a loop device.
+// NBD driver or, without it, through FUSE and a loop device, and which of
+// them netvol plugin takes (attachmethod.Probe, the plugin's own decision,
+// but without loading modules: the doctor changes nothing on the host).
 func (d *doctor) blockChecks(ctx context.Context) []Result {
 	late := fmt.Errorf("no answer from the kernel within %s", d.cfg.Timeout)
-	drvErr := bounded(ctx, d.cfg.Timeout, func(context.Context) error { return d.cfg.KernelNBD() }, late)
-	fuse := d.deviceCheck("fuse", "/dev/fuse", "modprobe fuse "+modprobeHint+"; a managed plugin also needs /dev/fuse among its devices")
-	loop := d.deviceCheck("loop devices", "/dev/loop-control", "modprobe loop "+modprobeHint+"; a managed plugin also needs /dev/loop-control among its devices")
-	userspace := fuse.Status == StatusOK && loop.Status == StatusOK
+	host := attachmethod.Host{
+		KernelNBD: func() error {
+			return bounded(ctx, d.cfg.Timeout, func(context.Context) error { return d.cfg.KernelNBD() }, late)
+		},
+		Device: attachmethod.DeviceAt(d.cfg.Root),
+	}
 	needed := d.cfg.Conn.Server != ""
+	probe, err := attachmethod.Probe(ctx, d.cfg.Attach, host)
+	method := d.methodCheck(probe, err, needed)
+	if err != nil {
+		probe, _ = attachmethod.Probe(ctx, attachmethod.Auto, host)
+	}
+	drvErr := probe.Driver
+	fuse := deviceCheck(probe, "fuse", attachmethod.DevFuse, "modprobe fuse "+modprobeHint+"; a managed plugin also needs /dev/fuse among its devices")
+	loop := deviceCheck(probe, "loop devices", attachmethod.DevLoopControl, "modprobe loop "+modprobeHint+"; a managed plugin also needs /dev/loop-control among its devices")
+	userspace := fuse.Status == StatusOK && loop.Status == StatusOK
 	for _, r := range []*Result{&fuse, &loop} {
 		if r.Status == StatusOK {
 			continue
@@ -35,16 +49,33 @@ func (d *doctor) blockChecks(ctx context.Context) []Result {
 		}
 		r.Detail += ": the userspace attach of nbd volumes, used where the kernel has no NBD driver, needs it"
 	}
-	return []Result{d.nbdDriverCheck(drvErr, userspace, needed), d.nbdDevicesCheck(drvErr == nil), fuse, loop}
+	return []Result{d.nbdDriverCheck(drvErr, userspace, needed), d.nbdDevicesCheck(drvErr == nil), fuse, loop, method}
 }
 
-func (d *doctor) deviceCheck(name, dev, fix string) Result {
-	st, err := os.Stat(d.path(dev))
+// methodCheck says how netvol plugin would attach block volumes here.
+func (d *doctor) methodCheck(p attachmethod.Result, err error, needed bool) Result {
+	const name = "attach method"
 	switch {
 	case err != nil:
-		return problem(StatusWarn, name, "no "+dev, fix)
-	case st.Mode()&os.ModeCharDevice == 0:
-		return problem(StatusWarn, name, dev+" is not a character device", fix)
+		return problem(StatusFail, name, err.Error(), "give --attach auto, kernel or userspace (NETVOL_ATTACH)")
+	}
+	reason := p.Reason
+	if errors.Is(p.Driver, nbd.ErrNoKernelNBD) && p.Method == attachmethod.Userspace && d.cfg.Attach != attachmethod.Userspace {
+		reason += " (by the doctor; netvol plugin tries it first: see nbd driver)"
+	}
+	if p.Usable() {
+		return passed(name, fmt.Sprintf("netvol plugin attaches block volumes with %s: %s", p.Method, reason))
+	}
+	return problem(severity(needed), name, fmt.Sprintf("netvol plugin would attach block volumes with %s: %s", p.Method, reason),
+		"see nbd driver, fuse and loop devices")
+}
+
+// deviceCheck reports on a device of the userspace attach.
+func deviceCheck(p attachmethod.Result, name, dev, fix string) Result {
+	for _, m := range p.Missing {
+		if m.Path == dev {
+			return problem(StatusWarn, name, m.Err.Error(), fix)
+		}
 	}
 	return passed(name, dev+" is present")
 }
