@@ -8,6 +8,7 @@ import (
 
 	"github.com/netvol/netvol/blockvol"
 	"github.com/netvol/netvol/internal/mount"
+	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/netvol/netvol/nfs"
 	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume"
@@ -39,7 +40,7 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 	kinds := map[string]volume.Kind{}
 	hooks := &kindHooks{}
 	if f.nfs != "" {
-		server, export, err := splitNFS(f.nfs)
+		server, export, err := opcmd.SplitNFS(f.nfs)
 		if err != nil {
 			return nil, nil, err
 		}

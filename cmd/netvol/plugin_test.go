@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/sirupsen/logrus"
 )
 
@@ -70,13 +71,13 @@ func TestNFSFlagOneParser(t *testing.T) {
 		if _, _, err := newKinds(context.Background(), pluginFlags{nfs: spec, nfsVersion: "4.1"}, log); err != nil {
 			t.Errorf("plugin refused --nfs %s: %v", spec, err)
 		}
-		if _, _, err := splitNFS(spec); err != nil {
+		if _, _, err := opcmd.SplitNFS(spec); err != nil {
 			t.Errorf("netvol volume refused --nfs %s: %v", spec, err)
 		}
 	}
 	for _, spec := range []string{"nas", "fd00::5:/srv", "nas:srv"} {
 		_, _, err1 := newKinds(context.Background(), pluginFlags{nfs: spec, nfsVersion: "4.1"}, log)
-		_, _, err2 := splitNFS(spec)
+		_, _, err2 := opcmd.SplitNFS(spec)
 		if err1 == nil || err2 == nil || err1.Error() != err2.Error() {
 			t.Errorf("--nfs %s: plugin %v, netvol volume %v; want the same refusal", spec, err1, err2)
 		}

@@ -1,21 +1,11 @@
 package main
 
 import (
-	"cmp"
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/netvol/netvol/blockvol"
-	"github.com/netvol/netvol/internal/units"
-	"github.com/netvol/netvol/volume"
+	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/netvol/netvol/volume/backend"
 )
 
@@ -53,83 +43,10 @@ there is one (its address and token under <state-dir>/server).`,
 	return cmd
 }
 
-// context bounds one command's work by --timeout.
-func (v *volumeCmd) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(cmd.Context(), v.timeout)
-}
-
-// stores returns the configured stores of type typ ("" for every type),
-// nbd first.
-func (v *volumeCmd) stores(typ string) ([]volumeStore, error) {
-	if typ != "" && typ != backend.TypeNBD && typ != backend.TypeNFS {
-		return nil, fmt.Errorf("--type %q: want nbd or nfs", typ)
-	}
-	useLocalDaemon(&v.conn)
-	var out []volumeStore
-	if v.conn.server != "" && typ != backend.TypeNFS {
-		s, err := v.nbdStore()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	if v.conn.nfs != "" && typ != backend.TypeNBD {
-		s, err := v.nfsStore()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	if len(out) == 0 {
-		return nil, notConfigured(typ)
-	}
-	return out, nil
-}
-
-func notConfigured(typ string) error {
-	nbd := "--server host:port (NETVOL_SERVER) and --token-file (NETVOL_TOKEN_FILE) for nbd volumes"
-	nfs := "--nfs host:/export (NETVOL_NFS) for nfs volumes"
-	switch typ {
-	case backend.TypeNBD:
-		return errors.New("nbd volumes live on a storage daemon: give " + nbd)
-	case backend.TypeNFS:
-		return errors.New("nfs volumes live in an NFS export: give " + nfs)
-	}
-	return errors.New("no server configured, and no netvol run on this host: give " + nbd + ", and/or " + nfs)
-}
-
-// store returns the one store of type typ.
-func (v *volumeCmd) store(typ string) (volumeStore, error) {
-	if typ == backend.TypeNBD {
-		return v.nbdStore()
-	}
-	if typ == backend.TypeNFS {
-		return v.nfsStore()
-	}
-	return nil, fmt.Errorf("type %q: want nbd or nfs", typ)
-}
-
-func (v *volumeCmd) nbdStore() (nbdStore, error) {
-	useLocalDaemon(&v.conn)
-	if v.conn.server == "" {
-		return nbdStore{}, notConfigured(backend.TypeNBD)
-	}
-	api, err := newAPIClient(v.conn)
-	if err != nil {
-		return nbdStore{}, err
-	}
-	return nbdStore{api: api}, nil
-}
-
-func (v *volumeCmd) nfsStore() (nfsStore, error) {
-	if v.conn.nfs == "" {
-		return nfsStore{}, notConfigured(backend.TypeNFS)
-	}
-	b, err := newNFSBackend(v.conn, v.timeout)
-	if err != nil {
-		return nfsStore{}, err
-	}
-	return nfsStore{b: b, export: v.conn.nfs}, nil
+// ops is the logic of one volume subcommand, with the flags as given.
+func (v *volumeCmd) ops(cmd *cobra.Command) *opcmd.Volumes {
+	return &opcmd.Volumes{Conn: v.conn.conn(), DefaultType: v.conn.defaultType, DefaultSize: v.conn.defaultSize,
+		JSON: v.json, Timeout: v.timeout, Out: cmd.OutOrStdout()}
 }
 
 func (v *volumeCmd) lsCommand() *cobra.Command {
@@ -142,55 +59,10 @@ func (v *volumeCmd) lsCommand() *cobra.Command {
 no size of their own and no attachments; their CREATED is the directory's
 modification time (NFSv3 keeps no creation time).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return v.runLs(cmd, typ) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return v.ops(cmd).Ls(cmd.Context(), typ) },
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "only volumes of this type: nbd or nfs")
 	return cmd
-}
-
-// runLs lists every configured store. A store that fails does not hide
-// the others: their volumes are printed, and the failure makes the exit
-// status non-zero.
-func (v *volumeCmd) runLs(cmd *cobra.Command, typ string) error {
-	stores, err := v.stores(typ)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := v.context(cmd)
-	defer cancel()
-	all := []volumeInfo{}
-	var errs []error
-	for _, s := range stores {
-		vols, err := s.List(ctx)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		all = append(all, vols...)
-	}
-	if len(errs) == len(stores) {
-		return errors.Join(errs...)
-	}
-	slices.SortFunc(all, func(a, b volumeInfo) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Type, b.Type)) })
-	if v.json {
-		err = writeJSON(cmd.OutOrStdout(), all)
-	} else {
-		err = printVolumeTable(cmd.OutOrStdout(), all, time.Now())
-	}
-	return errors.Join(append(errs, err)...)
-}
-
-func printVolumeTable(w io.Writer, vols []volumeInfo, now time.Time) error {
-	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tTYPE\tSIZE\tALLOCATED\tATTACHED\tCREATED")
-	for _, vol := range vols {
-		size, alloc := "-", "-"
-		if vol.Type == backend.TypeNBD {
-			size, alloc = units.HumanSize(vol.Size), units.HumanSize(vol.Allocated)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", vol.Name, vol.Type, size, alloc,
-			orDash(blockvol.AttachedList(vol.Attachments)), shortTime(vol.CreatedAt))
-	}
-	return tw.Flush()
 }
 
 func (v *volumeCmd) inspectCommand() *cobra.Command {
@@ -199,132 +71,67 @@ func (v *volumeCmd) inspectCommand() *cobra.Command {
 		Use:   "inspect NAME... [--type nbd|nfs]",
 		Short: "Show every detail of volumes, attachments included",
 		Args:  cobra.MinimumNArgs(1),
-		RunE:  func(cmd *cobra.Command, args []string) error { return v.runInspect(cmd, args, typ) },
+		RunE:  func(cmd *cobra.Command, args []string) error { return v.ops(cmd).Inspect(cmd.Context(), args, typ) },
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "look only for volumes of this type: nbd or nfs")
 	return cmd
 }
 
-// runInspect prints what it found (a name may be a volume of each type)
-// and fails when a name was not found or a store could not be asked.
-func (v *volumeCmd) runInspect(cmd *cobra.Command, names []string, typ string) error {
-	stores, err := v.stores(typ)
-	if err != nil {
-		return err
+func (v *volumeCmd) createCommand(defs *cobra.Command) *cobra.Command {
+	var c opcmd.CreateArgs
+	cmd := &cobra.Command{
+		Use:   "create NAME [--type nbd|nfs] [--size SIZE] [--from SOURCE] [-o KEY=VALUE]...",
+		Short: "Create a volume on the storage daemon (nbd) or in the NFS export (nfs)",
+		Long: `Create a volume, with the names and options docker volume create -o takes,
+checked the same way. Only the options that act when the volume is made are
+passed on: type, size and from for nbd volumes; uid, gid and mode for nfs
+volumes. The others act when a host mounts the volume and only the host that
+created it knows them: give them to docker volume create on that host.
+
+Sizes are binary: 10G = 10GiB; plain numbers are bytes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return v.ops(cmd).Create(cmd.Context(), args[0], c) },
 	}
-	ctx, cancel := v.context(cmd)
-	defer cancel()
-	all := []volumeInfo{}
-	var errs []error
-	for _, name := range names {
-		found, err := findVolume(ctx, stores, name)
-		for _, f := range found {
-			all = append(all, f.info)
-		}
-		errs = append(errs, err)
-	}
-	if v.json {
-		err = writeJSON(cmd.OutOrStdout(), all)
-	} else {
-		err = printInspect(cmd.OutOrStdout(), all, time.Now())
-	}
-	return errors.Join(append(errs, err)...)
+	fl := cmd.Flags()
+	fl.StringVar(&c.Type, "type", "", "nbd or nfs (default: --default-type)")
+	fl.StringVar(&c.Size, "size", "", "nbd: the size, such as 10G or 512M (default: --default-size; a clone's: its source's)")
+	fl.StringVar(&c.From, "from", "", "nbd: clone this volume")
+	fl.StringArrayVarP(&c.Opts, "opt", "o", nil, "a volume option KEY=VALUE, as docker volume create -o (repeatable)")
+	adoptFlags(defs, cmd, false, "default-type", "default-size")
+	return cmd
 }
 
-// foundVolume is a volume and the store that holds it.
-type foundVolume struct {
-	info  volumeInfo
-	store volumeStore
+func (v *volumeCmd) cloneCommand() *cobra.Command {
+	var size string
+	cmd := &cobra.Command{
+		Use:   "clone SOURCE NAME [--size SIZE]",
+		Short: "Clone an nbd volume: NAME starts as a copy of SOURCE (refused while SOURCE is attached read-write)",
+		Long: `Clone an nbd volume on the storage daemon. The clone's image is backed by
+SOURCE's (qcow2 copy on write): it starts with SOURCE's data and size (or
+--size, at least SOURCE's), and SOURCE cannot be removed or resized while
+clones depend on it.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.ops(cmd).Create(cmd.Context(), args[1], opcmd.CreateArgs{Type: backend.TypeNBD, From: args[0], Size: size})
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "the clone's size, such as 20G (default: SOURCE's)")
+	return cmd
 }
 
-// findVolume asks every store for name. It returns what it found and the
-// failures of stores that could not answer; a name found nowhere (with
-// every store answering) is an error wrapping backend.ErrNotFound.
-func findVolume(ctx context.Context, stores []volumeStore, name string) ([]foundVolume, error) {
-	if err := volume.CheckName(name); err != nil {
-		return nil, err
+func (v *volumeCmd) resizeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resize NAME SIZE",
+		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE; refused while attached",
+		Long: `Grow an nbd volume on the storage daemon to SIZE, or by +SIZE. Volumes only
+grow. The daemon refuses while a node has the volume attached, or while clones
+depend on it. Only the block device grows: the ext4 file system inside keeps
+its size (netvol does not run resize2fs).`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.ops(cmd).Resize(cmd.Context(), args[0], args[1])
+		},
 	}
-	var found []foundVolume
-	var errs []error
-	for _, s := range stores {
-		info, err := s.Get(ctx, name)
-		switch {
-		case err == nil:
-			found = append(found, foundVolume{info: info, store: s})
-		case !isNotFound(err):
-			errs = append(errs, err)
-		}
-	}
-	if len(found) == 0 && len(errs) == 0 {
-		where := make([]string, len(stores))
-		for i, s := range stores {
-			where[i] = s.Where()
-		}
-		return nil, fmt.Errorf("no volume %q on %s (netvol volume ls lists the volumes): %w",
-			name, strings.Join(where, " or "), backend.ErrNotFound)
-	}
-	return found, errors.Join(errs...)
-}
-
-func printInspect(w io.Writer, vols []volumeInfo, now time.Time) error {
-	for i, vol := range vols {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		for _, kv := range inspectFields(vol) {
-			fmt.Fprintf(w, "%-12s %s\n", kv[0]+":", kv[1])
-		}
-		if vol.Type == backend.TypeNBD {
-			if err := printAttachments(w, vol, now); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// inspectFields are inspect's "Key: value" lines of vol.
-func inspectFields(vol volumeInfo) [][2]string {
-	f := [][2]string{{"Name", vol.Name}, {"Type", vol.Type}, {"Server", vol.Server}}
-	if vol.Type == backend.TypeNFS {
-		return append(f, [][2]string{{"Export", vol.Export}, {"Mode", orDash(vol.Mode)},
-			{"Owner", "uid " + idString(vol.UID) + ", gid " + idString(vol.GID)},
-			{"Modified", longTime(vol.CreatedAt)}}...)
-	}
-	return append(f, [][2]string{{"Size", bytesString(vol.Size)}, {"Allocated", bytesString(vol.Allocated)},
-		{"Created", longTime(vol.CreatedAt)}, {"From", orDash(vol.From)}, {"Labels", labelsString(vol.Labels)},
-		{"Attachments", strconv.Itoa(len(vol.Attachments))}}...)
-}
-
-func bytesString(n int64) string { return fmt.Sprintf("%s (%d bytes)", units.HumanSize(n), n) }
-
-func idString(id *int64) string {
-	if id == nil {
-		return "-"
-	}
-	return strconv.FormatInt(*id, 10)
-}
-
-func labelsString(labels map[string]string) string {
-	var kv []string
-	for k, v := range labels {
-		kv = append(kv, k+"="+v)
-	}
-	slices.Sort(kv)
-	return orDash(strings.Join(kv, ", "))
-}
-
-// printAttachments is inspect's table of an nbd volume's attachments.
-func printAttachments(w io.Writer, vol volumeInfo, now time.Time) error {
-	if len(vol.Attachments) == 0 {
-		return nil
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "  NODE\tMODE\tGENERATION\tEXPIRES")
-	for _, a := range vol.Attachments {
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s (%s)\n", a.Node, a.Mode, a.Generation, longTime(a.Expires), relative(a.Expires, now))
-	}
-	return tw.Flush()
 }
 
 func (v *volumeCmd) rmCommand() *cobra.Command {
@@ -340,62 +147,9 @@ which. netvol keeps no record of which hosts mount an nfs volume, so removing
 one needs --force: make sure no container uses it first; its directory and
 everything in it are deleted.`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return v.runRm(cmd, args, typ, force) },
+		RunE: func(cmd *cobra.Command, args []string) error { return v.ops(cmd).Rm(cmd.Context(), args, typ, force) },
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "the volume's type, when a name is a volume of each type: nbd or nfs")
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove nfs volumes, which may be in use unseen")
 	return cmd
-}
-
-// removedVolume is rm's JSON answer for one volume.
-type removedVolume struct {
-	Name  string `json:"name"`
-	Type  string `json:"type"`
-	Where string `json:"where"`
-}
-
-// runRm removes each name it can and reports the others.
-func (v *volumeCmd) runRm(cmd *cobra.Command, names []string, typ string, force bool) error {
-	stores, err := v.stores(typ)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := v.context(cmd)
-	defer cancel()
-	removed := []removedVolume{}
-	var errs []error
-	for _, name := range names {
-		s, err := removeOne(ctx, stores, name, force)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, removedVolume{Name: name, Type: s.Type(), Where: s.Where()})
-	}
-	if v.json {
-		err = writeJSON(cmd.OutOrStdout(), removed)
-	} else {
-		for _, r := range removed {
-			fmt.Fprintln(cmd.OutOrStdout(), r.Name)
-		}
-	}
-	return errors.Join(append(errs, err)...)
-}
-
-func removeOne(ctx context.Context, stores []volumeStore, name string, force bool) (volumeStore, error) {
-	found, err := findVolume(ctx, stores, name)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("not removing %q: %w", name, err)
-	case len(found) > 1:
-		return nil, fmt.Errorf("not removing %q: it is a volume on %s and on %s; give --type nbd or --type nfs",
-			name, found[0].store.Where(), found[1].store.Where())
-	}
-	s := found[0].store
-	if s.Type() == backend.TypeNFS && !force {
-		return nil, fmt.Errorf("not removing nfs volume %q (%s): netvol cannot tell whether a host has it mounted; "+
-			"make sure no container uses it, then give --force to delete the directory and everything in it",
-			name, found[0].info.Export)
-	}
-	return s, s.Remove(ctx, name)
 }

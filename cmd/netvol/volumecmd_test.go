@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"net"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,49 +13,16 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/netvol/netvol/internal/opcmd"
+	"github.com/netvol/netvol/internal/optest"
 	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
-	"github.com/netvol/netvol/volume/backend"
 )
 
-const vcToken = "op-t0ken"
+// vcDaemon is a storage daemon's API in process.
+type vcDaemon struct{ *optest.Daemon }
 
-// vcDaemon is a storage daemon's API in process, with an NBD listener
-// whose address it reports (nothing serves NBD on it: connecting is all
-// the doctor does).
-type vcDaemon struct {
-	url       string
-	api       *api.Client
-	nbdL      net.Listener
-	tokenFile string
-}
-
-func startVCDaemon(t *testing.T) *vcDaemon {
-	t.Helper()
-	svc, err := server.Open(server.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 40})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
-	nbdL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nbdL.Close() })
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv := httptest.NewServer(server.NewAPI(svc, vcToken, log, server.WithNBDAddr(nbdL.Addr())))
-	t.Cleanup(srv.Close)
-	api, err := api.New(srv.URL, vcToken, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(vcToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &vcDaemon{url: srv.URL, api: api, nbdL: nbdL, tokenFile: tokenFile}
-}
+func startVCDaemon(t *testing.T) vcDaemon { return vcDaemon{optest.StartDaemon(t)} }
 
 // netvol runs the netvol command line in process and returns its output.
 func netvol(t *testing.T, args ...string) (string, error) {
@@ -76,12 +39,12 @@ func netvol(t *testing.T, args ...string) (string, error) {
 }
 
 // vol runs netvol volume against d.
-func (d *vcDaemon) vol(t *testing.T, args ...string) (string, error) {
+func (d vcDaemon) vol(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	return netvol(t, append([]string{"volume", "--server", d.url, "--token-file", d.tokenFile}, args...)...)
+	return netvol(t, append([]string{"volume", "--server", d.URL, "--token-file", d.TokenFile}, args...)...)
 }
 
-func (d *vcDaemon) mustVol(t *testing.T, args ...string) string {
+func (d vcDaemon) mustVol(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := d.vol(t, args...)
 	if err != nil {
@@ -92,31 +55,17 @@ func (d *vcDaemon) mustVol(t *testing.T, args ...string) string {
 
 func wantErr(t *testing.T, err error, parts ...string) {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want one containing %q", parts)
-	}
-	for _, p := range parts {
-		if !strings.Contains(err.Error(), p) {
-			t.Errorf("error %q does not contain %q", err, p)
-		}
-	}
+	optest.WantErr(t, err, parts...)
 }
 
-// tableRows splits a table into rows of fields, header first.
-func tableRows(out string) [][]string {
-	var rows [][]string
-	for line := range strings.Lines(strings.TrimSpace(out)) {
-		rows = append(rows, strings.Fields(line))
-	}
-	return rows
-}
+func tableRows(out string) [][]string { return optest.TableRows(out) }
 
 func TestVolumeCreateLsInspect(t *testing.T) {
 	d := startVCDaemon(t)
 	if out := d.mustVol(t, "create", "db", "--size", "1G"); out != "db\n" {
 		t.Fatalf("create printed %q", out)
 	}
-	var made volumeInfo
+	var made opcmd.VolumeInfo
 	out := d.mustVol(t, "create", "web", "-o", "size=512M", "--json")
 	if err := json.Unmarshal([]byte(out), &made); err != nil || made.Name != "web" || made.Size != 512<<20 || made.Type != "nbd" {
 		t.Fatalf("create --json: %v %+v\n%s", err, made, out)
@@ -136,12 +85,12 @@ func TestVolumeCreateLsInspect(t *testing.T) {
 			t.Errorf("ls row %d: %q, want 7 fields, not attached", i, rows[i])
 		}
 	}
-	var list []volumeInfo
+	var list []opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "ls", "--json")), &list); err != nil || len(list) != 3 || list[1].From != "db" {
 		t.Fatalf("ls --json: %v %+v", err, list)
 	}
 	out = d.mustVol(t, "inspect", "db2")
-	for _, s := range []string{"Name:        db2", "Type:        nbd", "Server:      " + d.url, "Size:        1GiB (1073741824 bytes)",
+	for _, s := range []string{"Name:        db2", "Type:        nbd", "Server:      " + d.URL, "Size:        1GiB (1073741824 bytes)",
 		"From:        db", "Attachments: 0"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("inspect lacks %q:\n%s", s, out)
@@ -153,7 +102,7 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	d := startVCDaemon(t)
 	d.mustVol(t, "create", "data", "--size", "64M")
 	ctx := context.Background()
-	g, err := d.api.Attach(ctx, "data", "web1", api.ModeRW)
+	g, err := d.API.Attach(ctx, "data", "web1", api.ModeRW)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,16 +115,16 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 		!regexpMatch(`\n  web1  rw    1 +\S+Z \(in \d+s\)\n`, out) {
 		t.Fatalf("inspect of an attached volume:\n%s", out)
 	}
-	var got []volumeInfo
+	var got []opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "inspect", "data", "--json")), &got); err != nil || len(got) != 1 ||
 		len(got[0].Attachments) != 1 || got[0].Attachments[0].Generation != g.Generation || !got[0].Attachments[0].Expires.Equal(g.Expires) {
 		t.Fatalf("inspect --json: %v %+v", err, got)
 	}
 	_, err = d.vol(t, "rm", "data")
-	wantErr(t, err, `removing nbd volume "data"`, d.url, `attached by node "web1"`, "stop the containers")
+	wantErr(t, err, `removing nbd volume "data"`, d.URL, `attached by node "web1"`, "stop the containers")
 	_, err = d.vol(t, "resize", "data", "128M")
 	wantErr(t, err, `resizing nbd volume "data"`, `attached by node "web1"`, "then retry")
-	if err := d.api.Detach(ctx, "data", "web1"); err != nil {
+	if err := d.API.Detach(ctx, "data", "web1"); err != nil {
 		t.Fatal(err)
 	}
 	if out := d.mustVol(t, "resize", "data", "+64M"); !strings.Contains(out, "data: 64MiB -> 128MiB") {
@@ -183,23 +132,23 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	}
 	_, err = d.vol(t, "resize", "data", "100M")
 	wantErr(t, err, "has 128MiB already", "only grow")
-	var v volumeInfo
+	var v opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "resize", "data", "1G", "--json")), &v); err != nil || v.Size != 1<<30 {
 		t.Fatalf("resize --json: %v %+v", err, v)
 	}
-	var removed []removedVolume
+	var removed []opcmd.RemovedVolume
 	if err := json.Unmarshal([]byte(d.mustVol(t, "rm", "data", "--json")), &removed); err != nil || len(removed) != 1 || removed[0].Type != "nbd" {
 		t.Fatalf("rm --json: %v %+v", err, removed)
 	}
 	_, err = d.vol(t, "inspect", "data")
-	wantErr(t, err, `no volume "data" on the storage daemon `+d.url, "netvol volume ls")
+	wantErr(t, err, `no volume "data" on the storage daemon `+d.URL, "netvol volume ls")
 }
 
 func TestVolumeCloneDependents(t *testing.T) {
 	d := startVCDaemon(t)
 	d.mustVol(t, "create", "base", "--size", "32M")
 	d.mustVol(t, "clone", "base", "big", "--size", "64M")
-	if v, err := d.api.GetVolume(context.Background(), "big"); err != nil || v.Size != 64<<20 || v.From != "base" {
+	if v, err := d.API.GetVolume(context.Background(), "big"); err != nil || v.Size != 64<<20 || v.From != "base" {
 		t.Fatalf("clone --size: %+v %v", v, err)
 	}
 	_, err := d.vol(t, "rm", "base")
@@ -250,7 +199,7 @@ func TestVolumeBadInput(t *testing.T) {
 			}
 		}
 	}
-	if vols, err := d.api.ListVolumes(context.Background()); err != nil || len(vols) != 0 {
+	if vols, err := d.API.ListVolumes(context.Background()); err != nil || len(vols) != 0 {
 		t.Fatalf("bad input made volumes: %+v %v", vols, err)
 	}
 }
@@ -271,7 +220,7 @@ func TestVolumeConnectionErrors(t *testing.T) {
 	_, err = netvol(t, "volume", "ls", "--nfs", "nas")
 	wantErr(t, err, `--nfs "nas"`, "want host:/path", "[fd00::5]:/srv/nfs/vols")
 	d := startVCDaemon(t)
-	_, err = netvol(t, "volume", "ls", "--server", d.url, "--token", "wrong")
+	_, err = netvol(t, "volume", "ls", "--server", d.URL, "--token", "wrong")
 	wantErr(t, err, "refused the API token", "--token-file")
 }
 
@@ -303,103 +252,6 @@ func TestVolumeEnvTwins(t *testing.T) {
 		if fl := doctor.Flags().Lookup(name); fl == nil || fl.Value.String() != flags[name] {
 			t.Errorf("doctor --%s = %v from the environment, want %q", name, fl, flags[name])
 		}
-	}
-}
-
-// fakeStore is a volumeStore in memory.
-type fakeStore struct {
-	typ     string
-	vols    map[string]volumeInfo
-	err     error // every call fails with it
-	removed []string
-}
-
-func (s *fakeStore) Type() string  { return s.typ }
-func (s *fakeStore) Where() string { return "the fake " + s.typ + " store" }
-func (s *fakeStore) List(context.Context) ([]volumeInfo, error) {
-	var out []volumeInfo
-	for _, v := range s.vols {
-		out = append(out, v)
-	}
-	return out, s.err
-}
-
-func (s *fakeStore) Get(_ context.Context, name string) (volumeInfo, error) {
-	if s.err != nil {
-		return volumeInfo{}, s.err
-	}
-	v, ok := s.vols[name]
-	if !ok {
-		return volumeInfo{}, backend.ErrNotFound
-	}
-	return v, nil
-}
-
-func (s *fakeStore) Create(context.Context, string, backend.Options) (volumeInfo, error) {
-	return volumeInfo{}, errors.New("not supported")
-}
-
-func (s *fakeStore) Remove(_ context.Context, name string) error {
-	s.removed = append(s.removed, name)
-	return s.err
-}
-
-func TestRemoveOne(t *testing.T) {
-	ctx := context.Background()
-	nbdS := &fakeStore{typ: "nbd", vols: map[string]volumeInfo{"both": {Name: "both", Type: "nbd"}, "blk": {Name: "blk", Type: "nbd"}}}
-	nfsS := &fakeStore{typ: "nfs", vols: map[string]volumeInfo{"both": {Name: "both", Type: "nfs"},
-		"dir": {Name: "dir", Type: "nfs", Export: "nas:/srv/vols/dir"}}}
-	stores := []volumeStore{nbdS, nfsS}
-	_, err := removeOne(ctx, stores, "both", true)
-	wantErr(t, err, `not removing "both"`, "give --type nbd or --type nfs")
-	_, err = removeOne(ctx, stores, "dir", false)
-	wantErr(t, err, `not removing nfs volume "dir" (nas:/srv/vols/dir)`, "--force")
-	if s, err := removeOne(ctx, stores, "dir", true); err != nil || s != nfsS {
-		t.Fatalf("rm --force dir: %v", err)
-	}
-	if s, err := removeOne(ctx, stores, "blk", false); err != nil || s != nbdS {
-		t.Fatalf("rm blk: %v", err)
-	}
-	_, err = removeOne(ctx, stores, "none", false)
-	wantErr(t, err, `no volume "none" on the fake nbd store or the fake nfs store`)
-	if !errors.Is(err, backend.ErrNotFound) {
-		t.Errorf("%v is not ErrNotFound", err)
-	}
-	if len(nbdS.removed) != 1 || len(nfsS.removed) != 1 {
-		t.Fatalf("removed %v and %v", nbdS.removed, nfsS.removed)
-	}
-	// A store that cannot answer: the name might be there; nothing removed.
-	down := &fakeStore{typ: "nfs", err: errors.New("nfs server down")}
-	_, err = removeOne(ctx, []volumeStore{nbdS, down}, "none", true)
-	wantErr(t, err, "nfs server down")
-	if errors.Is(err, backend.ErrNotFound) {
-		t.Errorf("%v claims the volume does not exist", err)
-	}
-}
-
-func TestNFSInfoAndTable(t *testing.T) {
-	v := nfsInfo(backend.Volume{Name: "dir", CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
-		Status: map[string]string{"type": "nfs", "server": "nas", "export": "nas:/srv/vols/dir", "mode": "0750", "uid": "1000", "gid": "100"}})
-	if v.Type != "nfs" || v.Export != "nas:/srv/vols/dir" || *v.UID != 1000 || *v.GID != 100 || v.Mode != "0750" {
-		t.Fatalf("nfsInfo: %+v", v)
-	}
-	var buf bytes.Buffer
-	if err := printVolumeTable(&buf, []volumeInfo{v}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if rows := tableRows(buf.String()); strings.Join(rows[1], " ") != "dir nfs - - - 2025-01-02 03:04" {
-		t.Fatalf("table: %q", rows)
-	}
-	buf.Reset()
-	printInspect(&buf, []volumeInfo{v}, time.Now())
-	for _, s := range []string{"Export:      nas:/srv/vols/dir", "Mode:        0750", "Owner:       uid 1000, gid 100", "Modified:    2025-01-02T03:04:05Z"} {
-		if !strings.Contains(buf.String(), s) {
-			t.Errorf("inspect lacks %q:\n%s", s, buf.String())
-		}
-	}
-	b, _ := json.Marshal(v)
-	if strings.Contains(string(b), "attachments") || !strings.Contains(string(b), `"uid":1000`) {
-		t.Errorf("nfs JSON: %s", b)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package opcmd
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 	"github.com/netvol/netvol/volume/backend"
 )
 
-// volumeInfo is a volume as the operator commands show it, of either type.
-type volumeInfo struct {
+// VolumeInfo is a volume as the operator commands show it, of either type.
+type VolumeInfo struct {
 	Name        string            `json:"name"`
 	Type        string            `json:"type"`
 	Server      string            `json:"server"`              // nbd: the API's URL; nfs: the NFS server
@@ -36,9 +36,9 @@ type volumeInfo struct {
 type volumeStore interface {
 	Type() string
 	Where() string
-	List(ctx context.Context) ([]volumeInfo, error)
-	Get(ctx context.Context, name string) (volumeInfo, error)
-	Create(ctx context.Context, name string, o backend.Options) (volumeInfo, error)
+	List(ctx context.Context) ([]VolumeInfo, error)
+	Get(ctx context.Context, name string) (VolumeInfo, error)
+	Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error)
 	Remove(ctx context.Context, name string) error
 }
 
@@ -53,30 +53,30 @@ type nbdStore struct{ api *api.Client }
 func (s nbdStore) Type() string  { return backend.TypeNBD }
 func (s nbdStore) Where() string { return "the storage daemon " + s.api.URL() }
 
-func (s nbdStore) List(ctx context.Context) ([]volumeInfo, error) {
+func (s nbdStore) List(ctx context.Context) ([]VolumeInfo, error) {
 	vols, err := s.api.ListVolumes(ctx)
 	if err != nil {
 		return nil, s.fail("listing nbd volumes", err)
 	}
-	out := make([]volumeInfo, 0, len(vols))
+	out := make([]VolumeInfo, 0, len(vols))
 	for _, v := range vols {
 		out = append(out, s.info(v))
 	}
 	return out, nil
 }
 
-func (s nbdStore) Get(ctx context.Context, name string) (volumeInfo, error) {
+func (s nbdStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	v, err := s.api.GetVolume(ctx, name)
 	if err != nil {
-		return volumeInfo{}, s.fail("nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, s.fail("nbd volume "+strconv.Quote(name), err)
 	}
 	return s.info(v), nil
 }
 
-func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (volumeInfo, error) {
+func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
 	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
 	if err != nil {
-		return volumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
 	return s.info(v), nil
 }
@@ -89,20 +89,20 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 }
 
 // Resize grows a volume to size bytes.
-func (s nbdStore) Resize(ctx context.Context, name string, size int64) (volumeInfo, error) {
+func (s nbdStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, error) {
 	v, err := s.api.ResizeVolume(ctx, name, size)
 	if err != nil {
-		return volumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
 	}
 	return s.info(v), nil
 }
 
-func (s nbdStore) info(v api.Volume) volumeInfo {
+func (s nbdStore) info(v api.Volume) VolumeInfo {
 	atts := v.Attachments
 	if atts == nil {
 		atts = []api.Attachment{}
 	}
-	return volumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
+	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
 		CreatedAt: v.CreatedAt, From: v.From, Labels: v.Labels, Attachments: atts}
 }
 
@@ -152,29 +152,29 @@ type nfsStore struct {
 func (s nfsStore) Type() string  { return backend.TypeNFS }
 func (s nfsStore) Where() string { return "the NFS export " + s.export }
 
-func (s nfsStore) List(ctx context.Context) ([]volumeInfo, error) {
+func (s nfsStore) List(ctx context.Context) ([]VolumeInfo, error) {
 	vols, err := s.b.List(ctx)
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	out := make([]volumeInfo, 0, len(vols))
+	out := make([]VolumeInfo, 0, len(vols))
 	for _, v := range vols {
 		out = append(out, nfsInfo(v))
 	}
 	return out, nil
 }
 
-func (s nfsStore) Get(ctx context.Context, name string) (volumeInfo, error) {
+func (s nfsStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	v, err := s.b.Get(ctx, name, backend.Options{UID: -1, GID: -1})
 	if err != nil {
-		return volumeInfo{}, s.fail(err)
+		return VolumeInfo{}, s.fail(err)
 	}
 	return nfsInfo(v), nil
 }
 
-func (s nfsStore) Create(ctx context.Context, name string, o backend.Options) (volumeInfo, error) {
+func (s nfsStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
 	if err := s.b.Create(ctx, name, o); err != nil {
-		return volumeInfo{}, s.fail(err)
+		return VolumeInfo{}, s.fail(err)
 	}
 	return s.Get(ctx, name)
 }
@@ -199,9 +199,9 @@ func (s nfsStore) fail(err error) error {
 }
 
 // nfsInfo converts what the nfs backend reports.
-func nfsInfo(v backend.Volume) volumeInfo {
+func nfsInfo(v backend.Volume) VolumeInfo {
 	st := v.Status
-	info := volumeInfo{Name: v.Name, Type: backend.TypeNFS, Server: st["server"], Export: st["export"],
+	info := VolumeInfo{Name: v.Name, Type: backend.TypeNFS, Server: st["server"], Export: st["export"],
 		CreatedAt: v.CreatedAt, Mode: st["mode"]}
 	if n, err := strconv.ParseInt(st["uid"], 10, 64); err == nil {
 		info.UID = &n

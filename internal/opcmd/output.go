@@ -1,4 +1,4 @@
-package main
+package opcmd
 
 import (
 	"encoding/json"
@@ -11,8 +11,8 @@ import (
 // The operator commands print tables for people and, with --json, JSON for
 // programs; these helpers keep both uniform.
 
-// writeJSON writes v as indented JSON and a newline.
-func writeJSON(w io.Writer, v any) error {
+// WriteJSON writes v as indented JSON and a newline.
+func WriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
@@ -51,8 +51,8 @@ func relative(t, now time.Time) string {
 	return (-d).String() + " ago"
 }
 
-// orDash returns s, or "-" when it is empty.
-func orDash(s string) string {
+// OrDash returns s, or "-" when it is empty.
+func OrDash(s string) string {
 	if s == "" {
 		return "-"
 	}
