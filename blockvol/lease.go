@@ -9,7 +9,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
 )
 
@@ -147,7 +146,7 @@ func (l *lease) wait(ok bool) time.Duration {
 	ttl := l.ttl
 	l.mu.Unlock()
 	if ttl <= 0 {
-		ttl = server.DefaultLeaseTTL
+		ttl = api.DefaultLeaseTTL
 	}
 	if !ok {
 		return max(ttl/6, minRenewWait)

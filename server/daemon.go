@@ -21,6 +21,7 @@ import (
 	"github.com/netvol/netvol/internal/metrics"
 	"github.com/netvol/netvol/internal/sockets"
 	"github.com/netvol/netvol/nbd"
+	"github.com/netvol/netvol/server/api"
 )
 
 // DaemonConfig is a whole storage daemon: the Service, the NBD server and
@@ -121,17 +122,12 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 	return d, nil
 }
 
-// APIAddressFile is where a storage daemon records its API's URL in its data
-// directory, so that the operator commands on the same host find it (with
-// the token beside it) when no server is configured.
-const APIAddressFile = "api-address"
-
 func writeAPIAddress(dataDir string, addr net.Addr, tls bool) error {
 	scheme := "http://"
 	if tls {
 		scheme = "https://"
 	}
-	return os.WriteFile(filepath.Join(dataDir, APIAddressFile), []byte(scheme+addr.String()+"\n"), 0o644)
+	return os.WriteFile(filepath.Join(dataDir, api.AddressFile), []byte(scheme+addr.String()+"\n"), 0o644)
 }
 
 // APIAddr is the address the control API listens on.

@@ -28,7 +28,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultMaxVolumeSize = 1 << 40 // 1 TiB
-	DefaultLeaseTTL      = 15 * time.Second
+	DefaultLeaseTTL      = api.DefaultLeaseTTL
 )
 
 const (

@@ -10,7 +10,6 @@ import (
 
 	"github.com/netvol/netvol/internal/mount"
 	"github.com/netvol/netvol/nfs"
-	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
 )
 
@@ -32,13 +31,13 @@ type Conn struct {
 // UseLocalDaemon points c at the storage daemon of this host's netvol run
 // (or a netvol server whose data lies in <StateDir>/server) when no server
 // at all is configured: its data directory records the API's address
-// (server.APIAddressFile) beside the token. It reports whether it did.
+// (api.AddressFile) beside the token. It reports whether it did.
 func (c *Conn) UseLocalDaemon() bool {
 	if c.Server != "" || c.NFS != "" || c.Token != "" || c.TokenFile != "" {
 		return false
 	}
 	data := filepath.Join(c.StateDir, "server")
-	addr, err := os.ReadFile(filepath.Join(data, server.APIAddressFile))
+	addr, err := os.ReadFile(filepath.Join(data, api.AddressFile))
 	token := filepath.Join(data, "token")
 	if err != nil || strings.TrimSpace(string(addr)) == "" {
 		return false

@@ -8,6 +8,15 @@ import (
 	"github.com/netvol/netvol/errdefs"
 )
 
+// DefaultLeaseTTL is a storage daemon's lease term unless configured
+// otherwise; a client that has not seen an answer yet assumes it.
+const DefaultLeaseTTL = 15 * time.Second
+
+// AddressFile is where a storage daemon records its API's URL in its data
+// directory (server.Start), so that the operator commands on the same host
+// find it, with the token beside it, when no server is configured.
+const AddressFile = "api-address"
+
 // Error codes of the control API, one per errdefs kind ("conflict" is
 // errdefs.ErrHeld), and "internal" for the rest.
 const (
