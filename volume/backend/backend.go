@@ -170,7 +170,9 @@ type Backend interface {
 	// List reports every volume of the backend's default server.
 	List(ctx context.Context) ([]Volume, error)
 	// Mount attaches the volume and mounts its file system at target, an
-	// existing empty directory; ErrNotFound when the volume is absent.
+	// existing empty directory; ErrNotFound when the volume is absent and
+	// the backend can tell without mounting (nfs leaves a missing
+	// directory to the kernel's mount, which needs no call of its own).
 	Mount(ctx context.Context, name string, o Options, target string) (Mounted, error)
 	// Unmount undoes Mount: unmounts target (when mounted), releases the
 	// device and the attachment. It succeeds when there is nothing left to
