@@ -111,7 +111,8 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if o.Server != "" && o.Server != b.cfg.API.Server() {
 		return fmt.Errorf("create volume %q: server %q: this nbd backend uses %s only: %w", name, o.Server, b.cfg.API.Server(), backend.ErrInvalid)
 	}
-	_, err := b.cfg.API.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
+	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, Labels: storedLabels(o)}
+	_, err := b.cfg.API.CreateVolume(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(err))
 	}
@@ -121,6 +122,9 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 // checkOptions refuses options the backend cannot honour, before anything
 // is created or attached.
 func checkOptions(o backend.Options) error {
+	if err := o.CheckOwner(); err != nil {
+		return err
+	}
 	if o.FS != "" && o.FS != "ext4" {
 		return fmt.Errorf("file system %q: nbd volumes are ext4: %w", o.FS, backend.ErrInvalid)
 	}

@@ -33,7 +33,41 @@ func (b *Backend) volume(v api.Volume) backend.Volume {
 			st["lease_lost"] = why
 		}
 	}
-	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st}
+	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st, Stored: storedOptions(v.Labels)}
+}
+
+// LabelPrefix marks the labels that hold a volume's stored options
+// (backend.Options.Stored): netvol.uid, netvol.mount-opts and so on. Other
+// labels are the operator's.
+const LabelPrefix = "netvol."
+
+// storedLabels are the labels that keep o's stored options.
+func storedLabels(o backend.Options) map[string]string {
+	stored := o.Stored()
+	if stored == nil {
+		return nil
+	}
+	labels := make(map[string]string, len(stored))
+	for k, v := range stored {
+		labels[LabelPrefix+k] = v
+	}
+	return labels
+}
+
+// storedOptions reads the stored options back from a volume's labels, as
+// they are: the driver checks them before any use. nil when there are
+// none.
+func storedOptions(labels map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range labels {
+		if key, ok := strings.CutPrefix(k, LabelPrefix); ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[key] = v
+		}
+	}
+	return out
 }
 
 // AttachedList lists attachments as "node(mode)", marking the leases the

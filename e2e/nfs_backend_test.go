@@ -42,6 +42,8 @@ func TestNFSBackend(t *testing.T) {
 	t.Run("Portmapper", func(t *testing.T) { testNFSPortmapper(t, srv) })
 	t.Run("MountSpec", func(t *testing.T) { testNFSMountSpec(t, srv) })
 	t.Run("UnreachableServer", func(t *testing.T) { testNFSUnreachable(t, srv) })
+	t.Run("Conformance", func(t *testing.T) { testNFSConformance(t, srv) })
+	t.Run("OptionsTravel", func(t *testing.T) { testNFSOptionsTravel(t, srv) })
 	// Last: it stops the server.
 	t.Run("StoppedServer", func(t *testing.T) { testNFSStopped(t, srv) })
 }

@@ -60,11 +60,16 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 		return fmt.Errorf("nfs: %w", err)
 	}
 	mode, attr, err := newDirAttrs(o)
+	if err == nil {
+		// Checked now, since they are stored: a volume whose options no
+		// host could mount with is of no use.
+		err = errors.Join(CheckMountOptions(o.MountOpts), checkOnRemove(o.OnRemove))
+	}
 	if err != nil {
 		return fmt.Errorf("nfs: volume %q: %w", name, err)
 	}
 	return b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
-		return s.create(ctx, name, mode, attr)
+		return s.create(ctx, name, mode, attr, o.Stored())
 	})
 }
 
@@ -73,6 +78,9 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 // which servers may drop from MKDIR.
 func newDirAttrs(o backend.Options) (uint32, nfs.Sattr3, error) {
 	var attr nfs.Sattr3
+	if err := o.CheckOwner(); err != nil {
+		return 0, attr, err
+	}
 	var errUID, errGID error
 	attr.UID, errUID = ownerAttr("uid", o.UID)
 	attr.GID, errGID = ownerAttr("gid", o.GID)
@@ -112,7 +120,9 @@ func unixMode(m fs.FileMode) uint32 {
 	return u
 }
 
-func (s *session) create(ctx context.Context, name string, mode uint32, attr nfs.Sattr3) error {
+// create makes the volume's directory, gives it its owner and stores its
+// options beside it.
+func (s *session) create(ctx context.Context, name string, mode uint32, attr nfs.Sattr3, stored map[string]string) error {
 	fh, err := s.nfs.mkdir(ctx, s.root, name, mode)
 	if errors.Is(err, fs.ErrExist) {
 		return backend.ErrExists
@@ -120,18 +130,29 @@ func (s *session) create(ctx context.Context, name string, mode uint32, attr nfs
 	if err != nil {
 		return fmt.Errorf("MKDIR %s: %w", s.t.source(name), err)
 	}
-	if !attr.UID.SetIt && !attr.GID.SetIt && !attr.Mode.SetIt {
-		return nil
-	}
-	if err := s.nfs.setattr(ctx, fh, attr); err != nil {
-		// Without its owner the volume is not what was asked for: take
-		// the new, empty directory away again.
-		if rmErr := s.nfs.rmdir(ctx, s.root, name); rmErr != nil {
-			err = fmt.Errorf("%w (and removing the new directory failed: %v)", err, rmErr)
+	if attr.UID.SetIt || attr.GID.SetIt || attr.Mode.SetIt {
+		if err := s.nfs.setattr(ctx, fh, attr); err != nil {
+			return s.undoCreate(ctx, name, setattrError(err, attr))
 		}
-		return setattrError(err, attr)
+	}
+	if stored != nil {
+		if err := s.writeStored(ctx, name, stored); err != nil {
+			return s.undoCreate(ctx, name, err)
+		}
 	}
 	return nil
+}
+
+// undoCreate takes the new, empty directory away again after err: without
+// its owner or its options the volume is not what was asked for.
+func (s *session) undoCreate(ctx context.Context, name string, err error) error {
+	if rmErr := s.nfs.rmdir(ctx, s.root, name); rmErr != nil {
+		err = fmt.Errorf("%w (and removing the new directory failed: %v)", err, rmErr)
+	}
+	if rmErr := s.removeStored(ctx, name); rmErr != nil {
+		err = fmt.Errorf("%w (and removing its options failed: %v)", err, rmErr)
+	}
+	return err
 }
 
 // setattrError explains a refused SETATTR: most often the export squashes
@@ -162,26 +183,41 @@ func (b *Backend) Remove(ctx context.Context, name string, o backend.Options) er
 	if err != nil {
 		return fmt.Errorf("nfs: %w", err)
 	}
+	if err := checkOnRemove(o.OnRemove); err != nil {
+		return fmt.Errorf("nfs: volume %q: %w", name, err)
+	}
 	policy := o.OnRemove
 	if policy == "" {
 		policy = OnRemoveDelete
-	}
-	if policy != OnRemoveDelete && policy != OnRemoveRetain && policy != OnRemoveArchive {
-		return fmt.Errorf("nfs: volume %q: %w", name, invalidf("on-remove %q: want delete, retain or archive", policy))
 	}
 	return b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
 		fh, _, err := s.volume(ctx, name)
 		switch {
 		case err != nil || policy == OnRemoveRetain:
+			// Kept: the directory is still a volume, with its options.
 			return err
 		case policy == OnRemoveArchive:
-			return s.archive(ctx, name, b.cfg.Now())
+			err = s.archive(ctx, name, b.cfg.Now())
+		default:
+			err = s.delete(ctx, name, fh)
 		}
-		return s.delete(ctx, name, fh)
+		if err != nil {
+			return err
+		}
+		return s.removeStored(ctx, name)
 	})
 }
 
-// Get reports the volume's directory.
+// checkOnRemove refuses an unknown remove policy; "" is delete.
+func checkOnRemove(policy string) error {
+	switch policy {
+	case "", OnRemoveDelete, OnRemoveRetain, OnRemoveArchive:
+		return nil
+	}
+	return invalidf("on-remove %q: want delete, retain or archive", policy)
+}
+
+// Get reports the volume's directory and the options stored beside it.
 func (b *Backend) Get(ctx context.Context, name string, o backend.Options) (backend.Volume, error) {
 	t, err := b.targetFor(name, o)
 	if err != nil {
@@ -190,7 +226,11 @@ func (b *Backend) Get(ctx context.Context, name string, o backend.Options) (back
 	var v backend.Volume
 	err = b.do(ctx, "volume "+strconv.Quote(name), t, func(s *session) error {
 		_, attr, err := s.volume(ctx, name)
+		if err != nil {
+			return err
+		}
 		v = volumeOf(t, name, attr)
+		v.Stored, err = s.readStored(ctx, name)
 		return err
 	})
 	if err != nil {
@@ -200,7 +240,8 @@ func (b *Backend) Get(ctx context.Context, name string, o backend.Options) (back
 }
 
 // List reports the directories of the default export whose names are
-// volume names; hidden entries such as the archive never are.
+// volume names; hidden entries such as the archive and the files of stored
+// options never are. It leaves Stored nil: Get reads it.
 func (b *Backend) List(ctx context.Context) ([]backend.Volume, error) {
 	var vols []backend.Volume
 	err := b.do(ctx, "listing volumes", b.def, func(s *session) error {

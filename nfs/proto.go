@@ -239,3 +239,80 @@ func (c *rpcConn) readdirplusPage(ctx context.Context, dir []byte, cookie, verf 
 	err = decode(r, &eof)
 	return page, eof, err
 }
+
+// createFile makes (or truncates) the file dir/name with mode and returns
+// its handle: CREATE, UNCHECKED, with size 0.
+func (c *rpcConn) createFile(ctx context.Context, dir []byte, name string, mode uint32) ([]byte, error) {
+	args := struct {
+		Where nfs.Diropargs3
+		How   uint32 // createmode3: UNCHECKED
+		Attr  nfs.Sattr3
+	}{nfs.Diropargs3{FH: dir, Filename: name}, 0,
+		nfs.Sattr3{Mode: nfs.SetMode{SetIt: true, Mode: mode}, Size: nfs.SetSize{SetIt: true}}}
+	r, err := c.nfsCall(ctx, nfs.NFSProc3Create, args)
+	if err != nil {
+		return nil, err
+	}
+	var res struct{ FH nfs.PostOpFH3 }
+	if err := decode(r, &res); err != nil {
+		return nil, err
+	}
+	if !res.FH.IsSet {
+		fh, _, err := c.lookup(ctx, dir, name)
+		return fh, err
+	}
+	return res.FH.FH, nil
+}
+
+// write writes data at offset 0 of fh, FILE_SYNC, in one call (data is
+// small).
+func (c *rpcConn) write(ctx context.Context, fh, data []byte) error {
+	args := struct {
+		FH     []byte
+		Offset uint64
+		Count  uint32
+		Stable uint32 // stable_how: FILE_SYNC
+		Data   []byte
+	}{fh, 0, uint32(len(data)), 2, data}
+	r, err := c.nfsCall(ctx, nfs.NFSProc3Write, args)
+	if err != nil {
+		return err
+	}
+	var res struct {
+		Wcc   nfs.WccData
+		Count uint32
+	}
+	if err := decode(r, &res); err != nil {
+		return err
+	}
+	if int(res.Count) != len(data) {
+		return fmt.Errorf("WRITE wrote %d of %d bytes", res.Count, len(data))
+	}
+	return nil
+}
+
+// read reads up to count bytes from offset 0 of fh, in one call.
+func (c *rpcConn) read(ctx context.Context, fh []byte, count uint32) ([]byte, error) {
+	args := struct {
+		FH     []byte
+		Offset uint64
+		Count  uint32
+	}{fh, 0, count}
+	r, err := c.nfsCall(ctx, nfs.NFSProc3Read, args)
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Attr  nfs.PostOpAttr
+		Count uint32
+		EOF   bool
+		Data  []byte
+	}
+	if err := decode(r, &res); err != nil {
+		return nil, err
+	}
+	if len(res.Data) > int(count) {
+		return nil, fmt.Errorf("READ returned %d bytes where %d were asked for", len(res.Data), count)
+	}
+	return res.Data, nil
+}

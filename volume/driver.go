@@ -208,6 +208,10 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 		if m, err := d.cfg.Store.GetMount(req.Name); err == nil {
 			return fmt.Errorf("mounted on this host at %s by %d container(s): %w", m.Mountpoint, m.Total(), backend.ErrInUse)
 		}
+		// The creator's on-remove policy, wherever the volume is removed.
+		if v, p, err = d.refresh(ctx, v, kind, p); err != nil {
+			return err
+		}
 		if err := kind.Backend.Remove(ctx, v.Name, p.Options); err != nil && !errors.Is(err, backend.ErrNotFound) {
 			return err
 		}
@@ -251,6 +255,12 @@ func (d *Driver) discover(ctx context.Context, name string) (state.NodeVolume, P
 		}
 		v := state.NodeVolume{Name: name, Type: typ, Options: map[string]string{"type": typ},
 			Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
+		if _, err := d.applyStored(&v, bv.Stored); err != nil {
+			return state.NodeVolume{}, Parsed{}, Kind{}, err
+		}
+		if p, _, err = d.parse(v.Options); err != nil {
+			return state.NodeVolume{}, Parsed{}, Kind{}, err
+		}
 		if err := d.cfg.Store.PutVolume(v); err != nil {
 			return state.NodeVolume{}, Parsed{}, Kind{}, err
 		}

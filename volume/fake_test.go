@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/state"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -16,7 +18,10 @@ import (
 type fakeBackend struct {
 	mu         sync.Mutex
 	vols       map[string]backend.Options
-	mounted    map[string]string // name -> target
+	stored     map[string]map[string]string // what Get reports as Stored
+	mountedAs  map[string]backend.Options   // the options of the last Mount
+	removedAs  map[string]backend.Options   // the options of Remove
+	mounted    map[string]string            // name -> target
 	host       *fakeHost
 	mounts     int
 	unmounts   int
@@ -27,7 +32,8 @@ type fakeBackend struct {
 }
 
 func newFakeBackend(h *fakeHost) *fakeBackend {
-	return &fakeBackend{vols: map[string]backend.Options{}, mounted: map[string]string{}, host: h}
+	return &fakeBackend{vols: map[string]backend.Options{}, stored: map[string]map[string]string{},
+		mountedAs: map[string]backend.Options{}, removedAs: map[string]backend.Options{}, mounted: map[string]string{}, host: h}
 }
 
 func (f *fakeBackend) check() error {
@@ -43,14 +49,29 @@ func (f *fakeBackend) Create(_ context.Context, name string, o backend.Options) 
 	if err := f.check(); err != nil {
 		return err
 	}
+	if err := names.CheckVolume(name); err != nil {
+		return err
+	}
+	if err := o.CheckOwner(); err != nil {
+		return err
+	}
+	for _, opt := range o.MountOpts {
+		if !slices.Contains(fakeMountOpts, opt) {
+			return fmt.Errorf("fake: mount option %q: %w", opt, backend.ErrInvalid)
+		}
+	}
 	if _, ok := f.vols[name]; ok {
 		return backend.ErrExists
 	}
 	f.vols[name] = o
+	f.stored[name] = o.Stored()
 	return nil
 }
 
-func (f *fakeBackend) Remove(_ context.Context, name string, _ backend.Options) error {
+// fakeMountOpts is the fake's allowlist of mount options.
+var fakeMountOpts = []string{"noatime", "nodiratime", "ro"}
+
+func (f *fakeBackend) Remove(_ context.Context, name string, o backend.Options) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.check(); err != nil {
@@ -60,6 +81,8 @@ func (f *fakeBackend) Remove(_ context.Context, name string, _ backend.Options) 
 		return backend.ErrNotFound
 	}
 	delete(f.vols, name)
+	delete(f.stored, name)
+	f.removedAs[name] = o
 	return nil
 }
 
@@ -73,7 +96,7 @@ func (f *fakeBackend) Get(_ context.Context, name string, _ backend.Options) (ba
 	if !ok {
 		return backend.Volume{}, backend.ErrNotFound
 	}
-	return backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}}, nil
+	return backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}, Stored: f.stored[name]}, nil
 }
 
 func (f *fakeBackend) List(context.Context) ([]backend.Volume, error) {
@@ -89,7 +112,7 @@ func (f *fakeBackend) List(context.Context) ([]backend.Volume, error) {
 	return out, nil
 }
 
-func (f *fakeBackend) Mount(_ context.Context, name string, _ backend.Options, target string) (backend.Mounted, error) {
+func (f *fakeBackend) Mount(_ context.Context, name string, o backend.Options, target string) (backend.Mounted, error) {
 	f.mu.Lock()
 	delay := f.mountDelay
 	f.mu.Unlock()
@@ -102,10 +125,14 @@ func (f *fakeBackend) Mount(_ context.Context, name string, _ backend.Options, t
 	if f.failMount != nil {
 		return backend.Mounted{}, f.failMount
 	}
+	if _, ok := f.vols[name]; !ok {
+		return backend.Mounted{}, backend.ErrNotFound
+	}
 	if _, ok := f.mounted[name]; ok {
 		return backend.Mounted{}, fmt.Errorf("fake: %s mounted twice", name)
 	}
 	f.mounted[name] = target
+	f.mountedAs[name] = o
 	f.host.set(target, true)
 	f.mounts++
 	return backend.Mounted{Device: "/dev/fake0", Method: "fake", Subdir: "data"}, nil
@@ -195,6 +222,25 @@ func newRig(t *testing.T, timeout time.Duration) *rig {
 	r := &rig{store: store, host: h, nbd: newFakeBackend(h), nfs: newFakeBackend(h), root: filepath.Join(dir, "mnt"), path: filepath.Join(dir, "node.db")}
 	r.d = r.driver(t, timeout)
 	return r
+}
+
+// otherHost makes the driver of another host: its own node store and
+// mount root, the rig's backends (the same storage).
+func (r *rig) otherHost(t *testing.T) *Driver {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := state.OpenNodeStore(filepath.Join(dir, "node.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := &fakeHost{points: map[string]bool{}}
+	d, err := New(Config{Store: store, Host: h, MountRoot: filepath.Join(dir, "mnt"), DefaultType: "nbd", DefaultSize: 1 << 30,
+		Timeout: time.Second, Kinds: map[string]Kind{"nbd": {Backend: r.nbd}, "nfs": {Backend: r.nfs}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // driver makes a driver over the rig's store and backends (a "restart").

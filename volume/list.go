@@ -48,7 +48,11 @@ func (d *Driver) describe(ctx context.Context, v state.NodeVolume, p Parsed, kin
 		for k, s := range bv.Status {
 			status[k] = s
 		}
-		if !maps.Equal(bv.Status, v.Status) {
+		changed, err := d.applyStored(&v, bv.Stored)
+		if err != nil {
+			return nil, err
+		}
+		if changed || !maps.Equal(bv.Status, v.Status) {
 			v.Status, v.StatusAt = bv.Status, d.cfg.Now().UTC()
 			_ = d.cfg.Store.PutVolume(v) // a cache: a failed write costs freshness only
 		}

@@ -56,6 +56,10 @@ func (d *Driver) mount(ctx context.Context, name, id string) (string, error) {
 	} else if !errors.Is(err, state.ErrNotFound) {
 		return "", err
 	}
+	// The owner, mode and mount options the volume's creator gave.
+	if v, p, err = d.refresh(ctx, v, kind, p); err != nil {
+		return "", err
+	}
 	return d.mountNew(ctx, v, p, kind, id)
 }
 

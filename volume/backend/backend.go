@@ -6,7 +6,10 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/netvol/netvol/errdefs"
@@ -47,11 +50,93 @@ type Options struct {
 	Export    string      // nfs: override of the export path
 }
 
+// StoredKeys are the options a volume keeps with it, so that every host
+// mounts, owns and removes it alike: in Docker's option syntax, as Stored
+// writes them.
+var StoredKeys = []string{"uid", "gid", "mode", "fs", "mkfs-opts", "mount-opts", "on-remove"}
+
+// Stored returns the options of o that travel with the volume (StoredKeys)
+// in Docker's option syntax, nil when there are none. A backend keeps them
+// at Create (nbd: the daemon's labels; nfs: a file beside the directory)
+// and reports them in Volume.Stored. Size and From are the storage's own
+// record; Server and Export say where the volume is, not how to use it.
+func (o Options) Stored() map[string]string {
+	m := map[string]string{}
+	if o.UID >= 0 {
+		m["uid"] = strconv.Itoa(o.UID)
+	}
+	if o.GID >= 0 {
+		m["gid"] = strconv.Itoa(o.GID)
+	}
+	if o.Mode != 0 {
+		m["mode"] = fmt.Sprintf("%04o", unixMode(o.Mode))
+	}
+	if o.FS != "" {
+		m["fs"] = o.FS
+	}
+	if len(o.MkfsOpts) > 0 {
+		m["mkfs-opts"] = strings.Join(o.MkfsOpts, " ")
+	}
+	if len(o.MountOpts) > 0 {
+		m["mount-opts"] = strings.Join(o.MountOpts, ",")
+	}
+	if o.OnRemove != "" {
+		m["on-remove"] = o.OnRemove
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// MaxID is the largest uid or gid Linux has; -1 leaves the owner.
+const MaxID = 1<<32 - 2
+
+// CheckOwner refuses, with ErrInvalid, a UID or GID outside -1 to MaxID
+// and Mode bits other than the permissions, setuid, setgid and sticky.
+func (o Options) CheckOwner() error {
+	for _, id := range []struct {
+		name string
+		v    int
+	}{{"uid", o.UID}, {"gid", o.GID}} {
+		if id.v < -1 || id.v > MaxID {
+			return fmt.Errorf("%s %d: want 0 to %d, or -1 to leave it: %w", id.name, id.v, MaxID, ErrInvalid)
+		}
+	}
+	if o.Mode&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+		return fmt.Errorf("mode %v: want permission bits, setuid, setgid and sticky only: %w", o.Mode, ErrInvalid)
+	}
+	return nil
+}
+
+// unixMode is m's permission bits with setuid, setgid and sticky as the
+// octal digits chmod takes.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
 // Volume is what a backend reports of a volume.
 type Volume struct {
 	Name      string
 	CreatedAt time.Time
 	Status    map[string]string // shown by docker volume inspect
+	// Stored is what the volume keeps of its options (Options.Stored) as
+	// read back from the storage: untrusted input, which the driver
+	// validates as it does Docker's options before any use. Get fills it;
+	// List may leave it nil (reading it costs a call per volume on nfs).
+	// nil also means a volume that keeps none (made before options were
+	// stored, or by the operator command): hosts then use their own.
+	Stored map[string]string
 }
 
 // Mounted is what a backend did to mount a volume on this host. The driver
@@ -66,19 +151,28 @@ type Mounted struct {
 }
 
 // Backend is one kind of volume storage. Every method honours ctx's
-// deadline. Names are already validated.
+// deadline. The driver validates names and options first; a backend
+// refuses an invalid name (names.CheckVolume) or options it cannot honour
+// with ErrInvalid all the same. Package backendtest is the suite every
+// implementation passes.
 type Backend interface {
-	// Create makes the volume; ErrExists when it exists already.
+	// Create makes the volume and keeps o.Stored() with it; ErrExists when
+	// it exists already (nothing is changed then), ErrInvalid for a name
+	// or options it cannot take (nothing is made then).
 	Create(ctx context.Context, name string, o Options) error
-	// Remove deletes (or, by policy, keeps) the volume; ErrNotFound when
-	// absent, ErrInUse when another host uses it.
+	// Remove deletes the volume with its stored options (or, by policy,
+	// keeps or archives it); ErrNotFound when absent, ErrInUse when
+	// another host uses it.
 	Remove(ctx context.Context, name string, o Options) error
-	// Get reports one volume; ErrNotFound when absent.
+	// Get reports one volume with its Stored options; ErrNotFound when
+	// absent.
 	Get(ctx context.Context, name string, o Options) (Volume, error)
 	// List reports every volume of the backend's default server.
 	List(ctx context.Context) ([]Volume, error)
 	// Mount attaches the volume and mounts its file system at target, an
-	// existing empty directory.
+	// existing empty directory; ErrNotFound when the volume is absent and
+	// the backend can tell without mounting (nfs leaves a missing
+	// directory to the kernel's mount, which needs no call of its own).
 	Mount(ctx context.Context, name string, o Options, target string) (Mounted, error)
 	// Unmount undoes Mount: unmounts target (when mounted), releases the
 	// device and the attachment. It succeeds when there is nothing left to
