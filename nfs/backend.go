@@ -87,7 +87,7 @@ func newDirAttrs(o backend.Options) (uint32, nfs.Sattr3, error) {
 	if err := errors.Join(errUID, errGID); err != nil {
 		return 0, attr, err
 	}
-	mode := unixMode(o.Mode)
+	mode := backend.UnixMode(o.Mode)
 	if mode == 0 {
 		mode = defaultMode
 	}
@@ -103,21 +103,6 @@ func ownerAttr(field string, id int) (nfs.SetUID, error) {
 		return nfs.SetUID{}, invalidf("%s %d: want 0 to %d, or -1 to leave it", field, id, maxID)
 	}
 	return nfs.SetUID{SetIt: id >= 0, UID: uint32(id)}, nil
-}
-
-// unixMode converts Go's mode bits to the protocol's.
-func unixMode(m fs.FileMode) uint32 {
-	u := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return u
 }
 
 // create makes the volume's directory, gives it its owner and stores its

@@ -69,7 +69,7 @@ func (o Options) Stored() map[string]string {
 		m["gid"] = strconv.Itoa(o.GID)
 	}
 	if o.Mode != 0 {
-		m["mode"] = fmt.Sprintf("%04o", unixMode(o.Mode))
+		m["mode"] = fmt.Sprintf("%04o", UnixMode(o.Mode))
 	}
 	if o.FS != "" {
 		m["fs"] = o.FS
@@ -109,9 +109,9 @@ func (o Options) CheckOwner() error {
 	return nil
 }
 
-// unixMode is m's permission bits with setuid, setgid and sticky as the
-// octal digits chmod takes.
-func unixMode(m fs.FileMode) uint32 {
+// UnixMode is m's permission bits with setuid, setgid and sticky as the
+// octal digits chmod (and the NFS protocol) takes.
+func UnixMode(m fs.FileMode) uint32 {
 	u := uint32(m.Perm())
 	if m&fs.ModeSetuid != 0 {
 		u |= 0o4000
