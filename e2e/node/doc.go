@@ -63,7 +63,7 @@
 // # Environment
 //
 // RequireRoot and RequireTools skip a test on a developer's machine that
-// lacks something, and fail it in CI (CI=true), where .ci/run installs
+// lacks something, and fail it in CI (CI=true), where .ci/run (make deps) installs
 // everything. Set NETVOL_E2E_CACHE to a directory to keep the initramfs and
 // agent between runs.
 package node
