@@ -27,7 +27,7 @@
 //
 // API, in the order a test uses it:
 //
-//	Main(m)                  TestMain hook: per-run artifact cache
+//	Main(m)                  TestMain hook: per-run artifact cache, rpcbind
 //	Start(t, Options)        boot one node (stopped at test end)
 //	StartAll(t, opts...)     boot several in parallel
 //	n.Run(ctx, script)       sh -c script in the node → Result{Stdout, Stderr, ExitCode}
@@ -51,11 +51,17 @@
 // Each starts processes with t.Cleanup to stop them, and with
 // PR_SET_PDEATHSIG so they die with the test binary even if cleanups never
 // run. Ports are picked free, so suites and an existing service do not clash.
+// They leave the host's own services alone: a running rpcbind is used, never
+// restarted or stopped, and StartHostDocker's dockerd runs in a network
+// namespace of its own, so the host's docker0 and the rest of its network
+// stay as they were (e2e's TestHostFixturesLeaveTheHostAlone checks both).
 //
 //	StartNBDServer(t, format, MiB)  qemu-nbd on an image; AttachCommand, ReadExt4File
-//	StartNFSServer(t)               nfs-ganesha (+ rpcbind), exports Squashed and NoSquash;
+//	StartNFSServer(t)               nfs-ganesha (+ rpcbind unless one runs; it
+//	                                runs until Main ends), exports Squashed and NoSquash;
 //	                                MountCommand, MountOptions (v4.1, v4, v3)
 //	StartDaemon(t, log, argv...)    any host daemon; WaitTCP, Stop, Kill, LogTail
+//	StartHostDocker(t)              dockerd on the host, in a network namespace of its own
 //	NetvolBinary(t)                 <repo>/bin/netvol, valid on the host and in nodes
 //	FreePort(t)                     a free TCP port
 //	StartNetvolServer(t)            `netvol server` on loopback; Kill, Restart,
@@ -64,7 +70,7 @@
 // # Environment
 //
 // RequireRoot and RequireTools skip a test on a developer's machine that
-// lacks something, and fail it in CI (CI=true), where .ci/run installs
+// lacks something, and fail it in CI (CI=true), where .ci/run (make deps) installs
 // everything. Set NETVOL_E2E_CACHE to a directory to keep the initramfs and
 // agent between runs.
 package node
