@@ -55,6 +55,9 @@
 // restarted or stopped, and StartHostDocker's dockerd runs in a network
 // namespace of its own, so the host's docker0 and the rest of its network
 // stay as they were (e2e's TestHostFixturesLeaveTheHostAlone checks both).
+// What runs in that namespace and needs a host server (a managed plugin,
+// whose host networking is dockerd's) gets it through
+// HostDocker.ForwardLoopback(t, ports...).
 //
 //	StartNBDServer(t, format, MiB)  qemu-nbd on an image; AttachCommand, ReadExt4File
 //	StartNFSServer(t)               nfs-ganesha (+ rpcbind unless one runs; it
