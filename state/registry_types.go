@@ -25,6 +25,9 @@ type Volume struct {
 	Size     int64             // bytes
 	File     string            // image path relative to the data directory
 	Parent   string            // volume or template it was cloned from; "" if none
+	// FromSnapshot: the snapshot of Parent the clone was made from ("" for
+	// a clone of Parent's own image, made before snapshots existed).
+	FromSnapshot string
 	Template bool              // a template: a base for clones
 	Created  time.Time         // as given by the caller
 	Labels   map[string]string // free-form
@@ -32,6 +35,9 @@ type Volume struct {
 	// Attachments is filled by GetVolume and ListVolumes (sorted by node)
 	// and ignored by CreateVolume.
 	Attachments []Attachment
+	// Snapshots is filled by GetVolume and ListVolumes (oldest first), hidden
+	// ones included, and ignored by CreateVolume.
+	Snapshots []Snapshot
 }
 
 // Attachment is a node's lease on a volume's NBD export.
