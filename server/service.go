@@ -61,8 +61,8 @@ type Service struct {
 	cfg     Config
 	dir     string // <data>/volumes
 	reg     *state.Registry
-	lock    chan struct{} // a mutex whose Lock honours a context
-	images  map[string]*liveImage // open volumes, by name
+	lock    chan struct{}          // a mutex whose Lock honours a context
+	images  map[string]*liveImage  // open volumes, by name
 	exports map[string]*nbd.Export // by export name
 	closed  bool
 	// instance names this run of the daemon: a client that sees it change
