@@ -215,8 +215,9 @@ func (s *Service) acquire(ctx context.Context) error {
 func (s *Service) release() { <-s.lock }
 
 func (s *Service) volume(v state.Volume) api.Volume {
+	clones, _ := s.reg.Clones(v.Name) // only names which snapshot has clones
 	out := api.Volume{Name: v.Name, Size: v.Size, CreatedAt: v.Created, From: v.Parent, FromSnapshot: v.FromSnapshot,
-		Labels: v.Labels, Attachments: []api.Attachment{}, Snapshots: s.snapshots(v, nil)}
+		Labels: v.Labels, Attachments: []api.Attachment{}, Snapshots: s.snapshots(v, clones)}
 	if out.FromSnapshot != "" && hiddenSnapshot(out.FromSnapshot) {
 		out.FromSnapshot = "" // a clone of the volume as it was
 	}
