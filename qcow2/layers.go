@@ -58,6 +58,15 @@ func (img *Image) backingImage() (*Image, error) {
 // reopened; the backing file must therefore not change (it is an immutable
 // layer) but may be deleted once this returns.
 func (img *Image) StreamBacking() error {
+	if err := img.PullBacking(); err != nil {
+		return err
+	}
+	return img.DropBacking()
+}
+
+// PullBacking is StreamBacking's first half: it copies the clusters and
+// flushes them, and the image still names its backing file.
+func (img *Image) PullBacking() error {
 	if err := img.checkWrite(0, 0); err != nil {
 		return err
 	}
@@ -82,7 +91,14 @@ func (img *Image) StreamBacking() error {
 			}
 		}
 	}
-	if err := img.Flush(); err != nil {
+	return img.Flush()
+}
+
+// DropBacking is StreamBacking's second half: the image names its backing
+// file's backing file (or none) from then on. Only after PullBacking.
+func (img *Image) DropBacking() error {
+	b, err := img.backingImage()
+	if err != nil {
 		return err
 	}
 	return img.SetBackingFile(b.hdr.backingFile, b.hdr.backingFormat)

@@ -262,10 +262,12 @@ func (s *Service) createClone(v state.Volume) error {
 	if err := s.createImage(v.Name, v.File, v.Size, filepath.Base(sn.File)); err != nil {
 		return err
 	}
+	s.step("clone/created")
 	if err := s.reg.CloneVolume(v); err != nil {
 		s.removeImage(v.File)
 		return err
 	}
+	s.step("clone/committed")
 	return nil
 }
 
@@ -426,7 +428,7 @@ func (s *Service) mergeAway(v state.Volume, sn state.Snapshot) error {
 			if err != nil {
 				return err
 			}
-			if err := lv.img.StreamBacking(); err != nil {
+			if err := s.stream(lv.img); err != nil {
 				return err
 			}
 			continue
@@ -448,11 +450,20 @@ func (s *Service) streamLayer(file string) error {
 		return err
 	}
 	s.step("delete/layer-opened")
-	err = img.StreamBacking()
+	err = s.stream(img)
 	if cerr := img.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// stream is qcow2.Image.StreamBacking with a step between its halves.
+func (s *Service) stream(img *qcow2.Image) error {
+	if err := img.PullBacking(); err != nil {
+		return err
+	}
+	s.step("delete/pulled")
+	return img.DropBacking()
 }
 
 // reopen switches an open volume to a fresh handle of its image (after a
