@@ -111,7 +111,7 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if o.Server != "" && o.Server != b.cfg.API.Server() {
 		return fmt.Errorf("create volume %q: server %q: this nbd backend uses %s only: %w", name, o.Server, b.cfg.API.Server(), backend.ErrInvalid)
 	}
-	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, Labels: storedLabels(o)}
+	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot, Labels: storedLabels(o)}
 	_, err := b.cfg.API.CreateVolume(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(err))

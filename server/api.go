@@ -80,6 +80,10 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("GET /v1/volumes/{name}", a.get)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}", a.delete)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/resize", a.resize)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/snapshots", a.snapshot)
+	a.mux.HandleFunc("GET /v1/volumes/{name}/snapshots", a.listSnapshots)
+	a.mux.HandleFunc("DELETE /v1/volumes/{name}/snapshots/{snap}", a.deleteSnapshot)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/rollback", a.rollback)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments", a.attach)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
@@ -263,4 +267,53 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.WithFields(logrus.Fields{"volume": name, "node": node}).Info("volume detached")
 	reply(w, http.StatusNoContent, nil)
+}
+
+func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
+	var req api.SnapshotRequest
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	sn, err := a.svc.CreateSnapshot(r.Context(), r.PathValue("name"), req.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": sn.Volume, "snapshot": sn.Name}).Info("snapshot taken")
+	reply(w, http.StatusCreated, sn)
+}
+
+func (a *API) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	list, err := a.svc.ListSnapshots(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	reply(w, http.StatusOK, list)
+}
+
+func (a *API) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	name, snap := r.PathValue("name"), r.PathValue("snap")
+	if err := a.svc.DeleteSnapshot(r.Context(), name, snap); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": name, "snapshot": snap}).Info("snapshot deleted")
+	reply(w, http.StatusNoContent, nil)
+}
+
+func (a *API) rollback(w http.ResponseWriter, r *http.Request) {
+	var req api.RollbackRequest
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.svc.Rollback(r.Context(), r.PathValue("name"), req.Snapshot)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": v.Name, "snapshot": req.Snapshot}).Info("volume rolled back")
+	reply(w, http.StatusOK, v)
 }

@@ -14,6 +14,7 @@ var (
 	keyGeneration  = []byte("generation")  // registry: volumes/<name>/generation
 	keyAttachments = []byte("attachments") // registry: volumes/<name>/attachments
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
+	keySnapshots   = []byte("snapshots")   // registry: volumes/<name>/snapshots (schema 2)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

@@ -14,6 +14,7 @@ import (
 func migrationTests() map[string]func(*testing.T) {
 	return map[string]func(*testing.T){
 		"registry/1": testRegistryV1,
+		"registry/2": testRegistryV2,
 		"node/1":     testNodeV1,
 	}
 }
@@ -65,6 +66,44 @@ func testRegistryV1(t *testing.T) {
 	db := rawDB(t, registrySchema(), 0)
 	must(t, db.Update(registryV1))
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens)
+}
+
+// testRegistryV2: volumes recorded by schema 1 (a clone among them) get
+// a snapshots bucket; the clone keeps reading its parent's own image.
+func testRegistryV2(t *testing.T) {
+	db := rawDB(t, registrySchema(), 1)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		for _, v := range []Volume{{Name: "v", File: "v.qcow2"}, {Name: "c", Parent: "v", File: "c.qcow2"}} {
+			b, err := vols.CreateBucket([]byte(v.Name))
+			if err != nil {
+				return err
+			}
+			for _, sub := range [][]byte{keyAttachments, keyChildren} {
+				if _, err := b.CreateBucket(sub); err != nil {
+					return err
+				}
+			}
+			if err := putJSON(b, keyRecord, newVolumeRecord(v)); err != nil {
+				return err
+			}
+		}
+		return vols.Bucket([]byte("v")).Bucket(keyChildren).Put([]byte("c"), nil)
+	}))
+	must(t, db.Update(registryV2))
+	must(t, db.View(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		for _, n := range []string{"v", "c"} {
+			if vols.Bucket([]byte(n)).Bucket(keySnapshots) == nil {
+				return fmt.Errorf("volume %s has no snapshots bucket", n)
+			}
+		}
+		if got := immutable(vols.Bucket([]byte("v"))); fmt.Sprint(got) != "[c]" {
+			return fmt.Errorf("the clone's parent is not immutable: %v", got)
+		}
+		_, err := readVolume(vols.Bucket([]byte("v")), "v")
+		return err
+	}))
 }
 
 func testNodeV1(t *testing.T) {

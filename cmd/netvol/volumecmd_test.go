@@ -303,3 +303,53 @@ func TestVolumeUsesLocalDaemon(t *testing.T) {
 	_, err = netvol(t, "volume", "ls", "--state-dir", t.TempDir())
 	wantErr(t, err, "no server configured, and no netvol run on this host", "--server")
 }
+
+// netvol volume snapshot create|ls|rm, clone --snapshot, rollback and
+// inspect's snapshots, against a daemon.
+func TestVolumeSnapshotCommands(t *testing.T) {
+	d := startVCDaemon(t)
+	d.mustVol(t, "create", "db", "--size", "64M")
+	if out := d.mustVol(t, "snapshot", "create", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("snapshot create printed %q", out)
+	}
+	_, err := d.vol(t, "snapshot", "create", "db", "nightly")
+	wantErr(t, err, `snapshot "nightly"`, "exists")
+	_, err = d.vol(t, "snapshot", "create", "db", "../x")
+	wantErr(t, err, "snapshot", "letter or digit")
+	d.mustVol(t, "clone", "db", "test-db", "--snapshot", "nightly")
+	d.mustVol(t, "create", "db2", "--from", "db", "--from-snapshot", "nightly")
+	rows := tableRows(d.mustVol(t, "snapshot", "ls", "db"))
+	if len(rows) != 2 || strings.Join(rows[0], " ") != "NAME CREATED SIZE ALLOCATED CLONES" || rows[1][0] != "nightly" ||
+		rows[1][2] != "64MiB" || strings.Join(rows[1][4:], " ") != "db2, test-db" {
+		t.Fatalf("snapshot ls: %q", rows)
+	}
+	out := d.mustVol(t, "inspect", "test-db")
+	if !strings.Contains(out, "From:        db@nightly") {
+		t.Fatalf("inspect of a clone of a snapshot:\n%s", out)
+	}
+	out = d.mustVol(t, "inspect", "db")
+	if !strings.Contains(out, "Snapshots:   1") || !regexpMatch(`\n  NAME +CREATED +SIZE +ALLOCATED +CLONES\n  nightly +\S+Z +64MiB `, out) {
+		t.Fatalf("inspect of a volume with a snapshot:\n%s", out)
+	}
+	_, err = d.vol(t, "snapshot", "rm", "db", "nightly")
+	wantErr(t, err, `snapshot "nightly" of volume "db" is in use`, `"db2"`, `"test-db"`)
+	if _, err := d.API.Attach(context.Background(), "db", "web1", api.ModeRW); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.vol(t, "rollback", "db", "nightly")
+	wantErr(t, err, `"web1"`)
+	if err := d.API.Detach(context.Background(), "db", "web1"); err != nil {
+		t.Fatal(err)
+	}
+	if out := d.mustVol(t, "rollback", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("rollback printed %q", out)
+	}
+	d.mustVol(t, "rm", "test-db")
+	d.mustVol(t, "rm", "db2")
+	if out := d.mustVol(t, "snapshot", "rm", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("snapshot rm printed %q", out)
+	}
+	if rows := tableRows(d.mustVol(t, "snapshot", "ls", "db")); len(rows) != 1 {
+		t.Fatalf("snapshot ls after rm: %q", rows)
+	}
+}

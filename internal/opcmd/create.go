@@ -15,6 +15,7 @@ import (
 // CreateArgs are create's own flags: --type, --size, --from and -o.
 type CreateArgs struct {
 	Type, Size, From string
+	FromSnapshot     string // with From: clone this snapshot of it
 	Opts             []string
 }
 
@@ -86,7 +87,7 @@ func optionArgs(c CreateArgs) (map[string]string, error) {
 		}
 		raw[k] = val
 	}
-	for _, kv := range [][2]string{{"type", c.Type}, {"size", c.Size}, {"from", c.From}} {
+	for _, kv := range [][2]string{{"type", c.Type}, {"size", c.Size}, {"from", c.From}, {"from-snapshot", c.FromSnapshot}} {
 		if kv[1] == "" {
 			continue
 		}
@@ -123,7 +124,7 @@ func (v *Volumes) createDefaults() (string, int64, error) {
 func checkCreateOptions(name, typ string, raw map[string]string) error {
 	passed := []string{"type", "uid", "gid", "mode"}
 	if typ == backend.TypeNBD {
-		passed = []string{"type", "size", "from", "fs"} // fs: ext4, the only one
+		passed = []string{"type", "size", "from", "from-snapshot", "fs"} // fs: ext4, the only one
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

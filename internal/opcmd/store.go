@@ -17,12 +17,14 @@ import (
 type VolumeInfo struct {
 	Name        string            `json:"name"`
 	Type        string            `json:"type"`
-	Server      string            `json:"server"`              // nbd: the API's URL; nfs: the NFS server
-	Export      string            `json:"export,omitempty"`    // nfs: server:/export/name
-	Size        int64             `json:"size,omitempty"`      // nbd: bytes
-	Allocated   int64             `json:"allocated,omitempty"` // nbd: bytes the image takes
-	CreatedAt   time.Time         `json:"created_at"`          // nfs: the directory's mtime
-	From        string            `json:"from,omitempty"`      // nbd: the clone's source
+	Server      string            `json:"server"`                  // nbd: the API's URL; nfs: the NFS server
+	Export      string            `json:"export,omitempty"`        // nfs: server:/export/name
+	Size        int64             `json:"size,omitempty"`          // nbd: bytes
+	Allocated   int64             `json:"allocated,omitempty"`     // nbd: bytes the image takes
+	CreatedAt   time.Time         `json:"created_at"`              // nfs: the directory's mtime
+	From        string            `json:"from,omitempty"`          // nbd: the clone's source
+	FromSnap    string            `json:"from_snapshot,omitempty"` // nbd: the snapshot of From it was cloned from
+	Snapshots   []api.Snapshot    `json:"snapshots,omitempty"`     // nbd only
 	Labels      map[string]string `json:"labels,omitempty"`
 	Attachments []api.Attachment  `json:"attachments,omitzero"` // nbd only
 	Mode        string            `json:"mode,omitempty"`       // nfs: the directory's permission bits
@@ -74,7 +76,7 @@ func (s nbdStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
-	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
+	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot})
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
@@ -103,7 +105,7 @@ func (s nbdStore) info(v api.Volume) VolumeInfo {
 		atts = []api.Attachment{}
 	}
 	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
-		CreatedAt: v.CreatedAt, From: v.From, Labels: v.Labels, Attachments: atts}
+		CreatedAt: v.CreatedAt, From: v.From, FromSnap: v.FromSnapshot, Labels: v.Labels, Attachments: atts, Snapshots: v.Snapshots}
 }
 
 // fail names the daemon in err and adds what to do about it.

@@ -192,6 +192,52 @@ func (c *Client) Detach(ctx context.Context, volume, node string) error {
 	return c.do(ctx, http.MethodDelete, p, nil, http.StatusNoContent, nil)
 }
 
+// CreateSnapshot calls POST /v1/volumes/{volume}/snapshots.
+func (c *Client) CreateSnapshot(ctx context.Context, volume, name string) (Snapshot, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	var sn Snapshot
+	err = c.do(ctx, http.MethodPost, p+"/snapshots", SnapshotRequest{Name: name}, http.StatusCreated, &sn)
+	return sn, err
+}
+
+// ListSnapshots calls GET /v1/volumes/{volume}/snapshots.
+func (c *Client) ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return nil, err
+	}
+	var list []Snapshot
+	err = c.do(ctx, http.MethodGet, p+"/snapshots", nil, http.StatusOK, &list)
+	return list, err
+}
+
+// DeleteSnapshot calls DELETE /v1/volumes/{volume}/snapshots/{name}.
+func (c *Client) DeleteSnapshot(ctx context.Context, volume, name string) error {
+	p, err := volumePath(volume)
+	if err != nil {
+		return err
+	}
+	seg, err := segment("snapshot", name)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodDelete, p+"/snapshots/"+seg, nil, http.StatusNoContent, nil)
+}
+
+// Rollback calls POST /v1/volumes/{volume}/rollback.
+func (c *Client) Rollback(ctx context.Context, volume, snapshot string) (Volume, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return Volume{}, err
+	}
+	var v Volume
+	err = c.do(ctx, http.MethodPost, p+"/rollback", RollbackRequest{Snapshot: snapshot}, http.StatusOK, &v)
+	return v, err
+}
+
 func volumePath(name string) (string, error) {
 	seg, err := segment("volume", name)
 	return "/v1/volumes/" + seg, err

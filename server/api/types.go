@@ -7,13 +7,38 @@ import "time"
 
 // Volume is a volume as the API shows it.
 type Volume struct {
-	Name        string            `json:"name"`
-	Size        int64             `json:"size"`
-	Allocated   int64             `json:"allocated"`
-	CreatedAt   time.Time         `json:"created_at"`
-	From        string            `json:"from"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Attachments []Attachment      `json:"attachments"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	Allocated int64     `json:"allocated"`
+	CreatedAt time.Time `json:"created_at"`
+	From      string    `json:"from"`
+	// FromSnapshot: the snapshot of From the volume was cloned from ("" for
+	// a clone of From as it was).
+	FromSnapshot string            `json:"from_snapshot,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Attachments  []Attachment      `json:"attachments"`
+	Snapshots    []Snapshot        `json:"snapshots"` // oldest first
+}
+
+// Snapshot is a snapshot of a volume: its data as it was when the snapshot
+// was taken (every write flushed before it, crash-consistent).
+type Snapshot struct {
+	Name      string    `json:"name"`
+	Volume    string    `json:"volume"`
+	CreatedAt time.Time `json:"created_at"`
+	Size      int64     `json:"size"`      // the volume's size then
+	Allocated int64     `json:"allocated"` // bytes its layer holds: the clusters changed between it and the one before
+	Clones    []string  `json:"clones,omitempty"`
+}
+
+// SnapshotRequest is the body of POST /v1/volumes/{name}/snapshots.
+type SnapshotRequest struct {
+	Name string `json:"name"`
+}
+
+// RollbackRequest is the body of POST /v1/volumes/{name}/rollback.
+type RollbackRequest struct {
+	Snapshot string `json:"snapshot"`
 }
 
 // Attachment is a node's attachment as the API shows it. ExpiresInMS is
@@ -33,10 +58,12 @@ type Attachment struct {
 // CreateRequest is the body of POST /v1/volumes. Size may be left zero
 // for a clone (From), which then gets its source's size.
 type CreateRequest struct {
-	Name   string            `json:"name"`
-	Size   Size              `json:"size,omitempty"`
-	From   string            `json:"from,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Name string `json:"name"`
+	Size Size   `json:"size,omitempty"`
+	From string `json:"from,omitempty"`
+	// FromSnapshot clones a snapshot of From instead of From as it is.
+	FromSnapshot string            `json:"from_snapshot,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 }
 
 // AttachRequest is the body of POST /v1/volumes/{name}/attachments.
