@@ -28,6 +28,10 @@ type Config struct {
 	Attacher  Attacher           // KernelAttacher, or a userspace one
 	Mounter   Mounter            // mount.System
 	Formatter Formatter          // Mkfs
+	// FSGrower grows mounted file systems when their volume grew
+	// (Ext4Grower); nil grows none, and a resize of a volume mounted here
+	// then stays pending with that reason.
+	FSGrower FSGrower
 	Log       logrus.FieldLogger // lease renewal and takeovers only; nil discards
 	Now       func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
 	// HostName is this host's name as its kernel stamps ext4's
