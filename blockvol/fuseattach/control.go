@@ -49,7 +49,7 @@ type Reply struct {
 	Device  string  `json:"device,omitempty"`
 	DIO     bool    `json:"dio,omitempty"` // the loop device does direct I/O
 	PID     int     `json:"pid,omitempty"`
-	Size    int64   `json:"size,omitempty"` // the device's, after "grow"
+	Size    int64   `json:"size,omitempty"`    // the device's, after "grow"
 	Session *Status `json:"session,omitempty"` // nil for a local image
 }
 
