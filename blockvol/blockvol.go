@@ -32,7 +32,7 @@ type Config struct {
 	// (Ext4Grower); nil grows none, and a resize of a volume mounted here
 	// then stays pending with that reason.
 	FSGrower FSGrower
-	Log      logrus.FieldLogger // lease renewal and takeovers only; nil discards
+	Log      logrus.FieldLogger // lease renewal, takeovers and growth only; nil discards
 	Now      func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
 	// HostName is this host's name as its kernel stamps ext4's
 	// multi-mount protection blocks (mmp.go); "" means os.Hostname.

@@ -48,11 +48,12 @@ func (l *lease) setTarget(target string) {
 	l.target = target
 }
 
-// setGrown records the size the device and its file system have.
-func (l *lease) setGrown(size int64) {
+// setMounted records where the file system is mounted and the size it
+// and its device have (0: unknown).
+func (l *lease) setMounted(target string, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.grow.size = size
+	l.target, l.grow.size = target, size
 }
 
 // startGrow reports whether a growth to size should start now, and marks
@@ -165,20 +166,20 @@ func (b *Backend) growDevice(ctx context.Context, l *lease) (int64, error) {
 // earlier growth was cut short. A failure leaves the volume mounted at
 // its old size; the renewals try again and report it.
 func (b *Backend) growAtMount(ctx context.Context, l *lease, dev Device, target string) {
-	l.setTarget(target)
-	log := b.cfg.Log.WithFields(logrus.Fields{"volume": l.name, "node": b.cfg.Node, "device": dev.Path})
+	// The target is recorded last, with the size: a renewal meanwhile
+	// must not start a growth beside this one.
+	var n int64
+	var err error
 	if b.cfg.FSGrower == nil {
-		if n, err := deviceSize(dev.Path); err == nil {
-			l.setGrown(n)
-		}
-		return
+		n, err = deviceSize(dev.Path)
+	} else if n, err = b.cfg.FSGrower.GrowFS(ctx, dev.Path, target); err != nil {
+		b.cfg.Log.WithFields(logrus.Fields{"volume": l.name, "node": b.cfg.Node, "device": dev.Path}).WithError(err).
+			Warn("growing the file system to its device failed; the volume is mounted at its old size")
 	}
-	n, err := b.cfg.FSGrower.GrowFS(ctx, dev.Path, target)
 	if err != nil {
-		log.WithError(err).Warn("growing the file system to its device failed; the volume is mounted at its old size")
-		return
+		n = 0 // unknown: the first renewal tries again, and reports
 	}
-	l.setGrown(n)
+	l.setMounted(target, n)
 }
 
 // deviceSize is the size of a block device (or file) in bytes.
