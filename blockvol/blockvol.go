@@ -22,14 +22,18 @@ import (
 // are required: no real attacher, mounter or formatter is chosen behind a
 // caller's back (a test that forgot a fake would format and mount for real).
 type Config struct {
-	API       API                // the storage daemon (an *api.Client)
-	Node      string             // this host's node name in attachments
-	NBDAddr   string             // host:port or unix:/path; "" asks GET /healthz
-	Attacher  Attacher           // KernelAttacher, or a userspace one
-	Mounter   Mounter            // mount.System
-	Formatter Formatter          // Mkfs
-	Log       logrus.FieldLogger // lease renewal and takeovers only; nil discards
-	Now       func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
+	API       API       // the storage daemon (an *api.Client)
+	Node      string    // this host's node name in attachments
+	NBDAddr   string    // host:port or unix:/path; "" asks GET /healthz
+	Attacher  Attacher  // KernelAttacher, or a userspace one
+	Mounter   Mounter   // mount.System
+	Formatter Formatter // Mkfs
+	// FSGrower grows mounted file systems when their volume grew
+	// (Ext4Grower); nil grows none, and a resize of a volume mounted here
+	// then stays pending with that reason.
+	FSGrower FSGrower
+	Log      logrus.FieldLogger // lease renewal, takeovers and growth only; nil discards
+	Now      func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
 	// HostName is this host's name as its kernel stamps ext4's
 	// multi-mount protection blocks (mmp.go); "" means os.Hostname.
 	HostName string

@@ -86,6 +86,7 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("POST /v1/volumes/{name}/rollback", a.rollback)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments", a.attach)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/grown", a.grown)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
 	return a
 }
@@ -224,13 +225,41 @@ func (a *API) resize(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
+	res, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.WithFields(logrus.Fields{"volume": v.Name, "size": v.Size}).Info("volume resized")
-	reply(w, http.StatusOK, v)
+	log := a.log.WithFields(logrus.Fields{"volume": res.Name, "size": res.Size})
+	if len(res.Pending) > 0 {
+		for _, p := range res.Pending {
+			log.WithFields(logrus.Fields{"node": p.Node, "grown": p.Grown, "why": p.Why}).Warn("volume resized; a holder has not grown yet")
+		}
+		reply(w, http.StatusAccepted, res)
+		return
+	}
+	log.Info("volume resized")
+	reply(w, http.StatusOK, res)
+}
+
+func (a *API) grown(w http.ResponseWriter, r *http.Request) {
+	var req api.GrownReport
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	name, node := r.PathValue("name"), r.PathValue("node")
+	if err := a.svc.Grown(r.Context(), name, node, req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	log := a.log.WithFields(logrus.Fields{"volume": name, "node": node, "size": req.Size})
+	if req.Error != "" {
+		log.WithField("error", req.Error).Warn("a holder could not grow its device and file system")
+	} else {
+		log.Info("a holder grew its device and file system")
+	}
+	reply(w, http.StatusNoContent, nil)
 }
 
 func (a *API) attach(w http.ResponseWriter, r *http.Request) {

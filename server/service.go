@@ -53,6 +53,10 @@ type Config struct {
 	// snapshot operations (see steps.go), so that a test can kill the
 	// daemon there.
 	AtStep func(step string)
+	// ResizeWait bounds how long a resize waits for the holders of the
+	// volume to grow their device and file system (see grow.go); 0 means
+	// DefaultResizeWait. The call's own deadline bounds it too.
+	ResizeWait time.Duration
 }
 
 // Service is the storage daemon's state: registry, images and exports. It
@@ -69,6 +73,7 @@ type Service struct {
 	// knows its NBD connections were closed by a restart and dials again.
 	instance string
 	counts   counters
+	growth   growth // what holders reported about growing (grow.go)
 }
 
 // counters count what the attachments went through, for metrics.
@@ -106,6 +111,9 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = monotonicClock()
 	}
+	if cfg.ResizeWait <= 0 {
+		cfg.ResizeWait = DefaultResizeWait
+	}
 	if cfg.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -120,7 +128,8 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
-		images: map[string]*liveImage{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16]}
+		images: map[string]*liveImage{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16],
+		growth: newGrowth()}
 	if err := s.sweep(); err != nil {
 		reg.Close()
 		return nil, err
@@ -224,8 +233,10 @@ func (s *Service) volume(v state.Volume) api.Volume {
 	out.Allocated = s.allocated(v.File)
 	now := s.cfg.Now()
 	for _, a := range v.Attachments {
+		g := s.growth.get(a.Export)
 		out.Attachments = append(out.Attachments, api.Attachment{Node: a.Node, Mode: string(a.Mode),
-			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites})
+			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites,
+			Grown: g.Size, GrowError: g.Error})
 	}
 	return out
 }
@@ -420,61 +431,6 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 			s.cfg.Log.WithError(err).WithFields(logrus.Fields{"volume": v.Parent, "snapshot": v.FromSnapshot}).
 				Warn("could not merge away the layer a deleted clone was made from; the next start tries again")
 		}
-	}
-	return nil
-}
-
-// ResizeVolume grows a volume; refused while it is attached or has clones.
-func (s *Service) ResizeVolume(ctx context.Context, name string, size int64) (api.Volume, error) {
-	if err := s.checkSize(size); err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.acquire(ctx); err != nil {
-		return api.Volume{}, err
-	}
-	defer s.release()
-	v, err := s.reg.GetVolume(name)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.checkResizable(v, size); err != nil {
-		return api.Volume{}, err
-	}
-	lv, err := s.image(v)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	img := lv.img
-	if err := img.Resize(size); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if err := img.Flush(); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if v, err = s.reg.UpdateVolumeSize(name, size); err != nil {
-		return api.Volume{}, err
-	}
-	return s.volume(v), nil
-}
-
-func (s *Service) checkResizable(v state.Volume, size int64) error {
-	if size < v.Size {
-		return fmt.Errorf("volume %q: size %d is smaller than %d (volumes only grow): %w", v.Name, size, v.Size, state.ErrInvalid)
-	}
-	e := &state.InUseError{Volume: v.Name}
-	now := s.cfg.Now()
-	for _, a := range v.Attachments {
-		if a.Live(now) {
-			e.Nodes = append(e.Nodes, a.Node)
-		}
-	}
-	children, err := s.legacyClones(v.Name)
-	if err != nil {
-		return err
-	}
-	e.Children = children
-	if len(e.Nodes) > 0 || len(e.Children) > 0 {
-		return e
 	}
 	return nil
 }

@@ -176,11 +176,14 @@ and the later ones, stay.`,
 func (v *volumeCmd) resizeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resize NAME SIZE",
-		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE; refused while attached",
+		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE, also while it is mounted",
 		Long: `Grow an nbd volume on the storage daemon to SIZE, or by +SIZE. Volumes only
-grow. The daemon refuses while a node has the volume attached, or while clones
-depend on it. Only the block device grows: the ext4 file system inside keeps
-its size (netvol does not run resize2fs).`,
+grow, and a volume that clones depend on cannot grow. While a host has the
+volume mounted, that host grows its device and the ext4 file system on it
+online (a running container sees the new size), and the command returns once
+it has; should it not within the daemon's wait (20 s), the command says which
+host is pending and why, and exits non-zero. A volume not mounted anywhere
+grows its file system at its next mount.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return v.ops(cmd).Resize(cmd.Context(), args[0], args[1])

@@ -122,16 +122,34 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	}
 	_, err = d.vol(t, "rm", "data")
 	wantErr(t, err, `removing nbd volume "data"`, d.URL, `attached by node "web1"`, "stop the containers")
+	// An attached volume grows; the command waits for the holder, which
+	// here reports as a plugin would once it sees the size in a renewal.
+	holder := func(size int64, report api.GrownReport) {
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if l, err := d.API.Renew(ctx, "data", "web1"); err == nil && l.Size == size {
+				if err := d.API.ReportGrown(ctx, "data", "web1", report); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+		t.Error("the renewal never carried the new size")
+	}
+	go holder(96<<20, api.GrownReport{Size: 96 << 20})
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 64MiB -> 96MiB (the holder's device and file system too: usable now)") {
+		t.Fatalf("resize of an attached volume printed %q", out)
+	}
+	go holder(128<<20, api.GrownReport{Size: 96 << 20, Error: "EXT4_IOC_RESIZE_FS: read-only file system"})
 	_, err = d.vol(t, "resize", "data", "128M")
-	wantErr(t, err, `resizing nbd volume "data"`, `attached by node "web1"`, "then retry")
+	wantErr(t, err, `the image has grown to 128MiB`, `node "web1" could not grow`, "read-only file system")
 	if err := d.API.Detach(ctx, "data", "web1"); err != nil {
 		t.Fatal(err)
 	}
-	if out := d.mustVol(t, "resize", "data", "+64M"); !strings.Contains(out, "data: 64MiB -> 128MiB") {
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 128MiB -> 160MiB (its file system grows at its next mount)") {
 		t.Fatalf("resize printed %q", out)
 	}
 	_, err = d.vol(t, "resize", "data", "100M")
-	wantErr(t, err, "has 128MiB already", "only grow")
+	wantErr(t, err, "has 160MiB already", "only grow")
 	var v opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "resize", "data", "1G", "--json")), &v); err != nil || v.Size != 1<<30 {
 		t.Fatalf("resize --json: %v %+v", err, v)

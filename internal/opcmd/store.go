@@ -90,13 +90,14 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// Resize grows a volume to size bytes.
-func (s nbdStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, error) {
-	v, err := s.api.ResizeVolume(ctx, name, size)
+// Resize grows a volume to size bytes; pending are the holders that have
+// not grown their device and file system yet.
+func (s nbdStore) Resize(ctx context.Context, name string, size int64) (info VolumeInfo, pending []api.PendingGrowth, err error) {
+	r, err := s.api.ResizeVolume(ctx, name, size)
 	if err != nil {
-		return VolumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, nil, s.fail("resizing nbd volume "+strconv.Quote(name), err)
 	}
-	return s.info(v), nil
+	return s.info(r.Volume), r.Pending, nil
 }
 
 func (s nbdStore) info(v api.Volume) VolumeInfo {
