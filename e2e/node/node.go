@@ -42,6 +42,11 @@ type Options struct {
 	// Private joins the node to a PrivateLink with another node (a second
 	// NIC at Private.Addr, set up again at every Boot): NewPrivateLink(t).End(i).
 	Private *PrivateEnd
+	// DockerOnDisk keeps dockerd's data root (images, plugins, containers,
+	// swarm membership) on the state disk, so that they survive Crash and
+	// Boot as on a real host; StartDocker again after Boot. Give the disk
+	// room (DiskMiB).
+	DockerOnDisk bool
 }
 
 func (o Options) withDefaults() Options {
