@@ -470,7 +470,11 @@ func testSwarmNodeCrash(t *testing.T, s1, s2 *node.Node) {
 		t.Fatalf("s1's writes failed after s2 came back: %v", f)
 	}
 	waitNotes(t, s1, s1Mid, "acknowledged lines after s2's return", time.Minute, func(ns notes) bool { return len(ns.all("ok")) >= 5 })
-	t.Logf("s2's plugin after its return:\n%s", s2.MustRun(t, "grep plugin= /var/log/dockerd.log | grep -E 'db|reconcil' | tail -n 5 || true"))
+	back := s2.MustRun(t, "grep plugin= /var/log/dockerd.log | grep -E 'db|reconcil' | tail -n 5 || true")
+	t.Logf("s2's plugin after its return:\n%s", back)
+	if !strings.Contains(back, "releasing a mount nobody uses") {
+		t.Fatalf("s2's plugin did not let go of its record of the mount the crash left")
+	}
 
 	s1.MustRun(t, "docker service rm app >/dev/null")
 	s1.MustRun(t, `i=0; while [ -n "$(docker ps -q)" ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.2; done`)
