@@ -47,6 +47,8 @@ func TestCompose(t *testing.T) {
 	node.RequireTools(t, "docker-compose")
 	srv := node.StartNetvolServer(t)
 	docker := node.StartHostDocker(t)
+	// The managed plugin runs in dockerd's network namespace.
+	docker.ForwardLoopback(t, srv.APIPort, srv.NBDPort)
 	docker.ImportBusybox(t)
 	state := t.TempDir()
 	cleanupAttachments(t, state)
