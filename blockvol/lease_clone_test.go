@@ -17,7 +17,7 @@ func TestLeaseLostWhenClonedWhileLapsed(t *testing.T) {
 	e := newEnv(t, time.Second)
 	b, fk := e.backend("node-1", nil)
 	flaky := &flakyAPI{Client: e.client}
-	b.cfg.API = flaky
+	useAPI(b, flaky)
 	e.create(b, "v")
 	ctx := ctxT(t)
 	target := t.TempDir()
@@ -58,7 +58,7 @@ func (inUseRenewAPI) Renew(context.Context, string, string) (api.Lease, error) {
 func TestLeaseLostWhenRenewRefusedInUse(t *testing.T) {
 	e := newEnv(t, time.Second)
 	b, fk := e.backend("node-1", nil)
-	b.cfg.API = inUseRenewAPI{e.client}
+	useAPI(b, inUseRenewAPI{e.client})
 	e.create(b, "v")
 	ctx := ctxT(t)
 	target := t.TempDir()

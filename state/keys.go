@@ -14,6 +14,7 @@ var (
 	keyGeneration  = []byte("generation")  // registry: volumes/<name>/generation
 	keyAttachments = []byte("attachments") // registry: volumes/<name>/attachments
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
+	keyNames       = []byte("names")       // registry: v1/names (pool name claims)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

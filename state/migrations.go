@@ -29,6 +29,7 @@ type schema struct {
 func registrySchema() schema {
 	return schema{kind: "registry", migrations: []migration{
 		{version: 1, name: "create volumes, exports and tokens buckets", apply: registryV1},
+		{version: 2, name: "create names bucket (pool name claims)", apply: registryV2},
 	}}
 }
 
@@ -40,6 +41,10 @@ func nodeSchema() schema {
 
 func registryV1(tx *bolt.Tx) error {
 	return createBuckets(tx, keyVolumes, keyExports, keyTokens)
+}
+
+func registryV2(tx *bolt.Tx) error {
+	return createBuckets(tx, keyNames)
 }
 
 func nodeV1(tx *bolt.Tx) error {

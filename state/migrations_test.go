@@ -14,6 +14,7 @@ import (
 func migrationTests() map[string]func(*testing.T) {
 	return map[string]func(*testing.T){
 		"registry/1": testRegistryV1,
+		"registry/2": testRegistryV2,
 		"node/1":     testNodeV1,
 	}
 }
@@ -65,6 +66,12 @@ func testRegistryV1(t *testing.T) {
 	db := rawDB(t, registrySchema(), 0)
 	must(t, db.Update(registryV1))
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens)
+}
+
+func testRegistryV2(t *testing.T) {
+	db := rawDB(t, registrySchema(), 1)
+	must(t, db.Update(registryV2))
+	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
 }
 
 func testNodeV1(t *testing.T) {

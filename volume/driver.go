@@ -232,12 +232,23 @@ func (d *Driver) lookup(ctx context.Context, name string) (state.NodeVolume, Par
 	v, err := d.cfg.Store.GetVolume(name)
 	if err == nil {
 		p, kind, err := d.parse(v.Options)
+		p.Options.Location = v.Server
 		return v, p, kind, err
 	}
 	if !errors.Is(err, state.ErrNotFound) {
 		return state.NodeVolume{}, Parsed{}, Kind{}, err
 	}
 	return d.discover(ctx, name)
+}
+
+// located records where the backend says v lives (a backend with several
+// servers) and reports whether that changed.
+func located(v *state.NodeVolume, p *Parsed, bv backend.Volume) bool {
+	if bv.Server == "" || bv.Server == v.Server {
+		return false
+	}
+	v.Server, p.Options.Location = bv.Server, bv.Server
+	return true
 }
 
 // discover asks every backend for a volume unknown here.
@@ -254,13 +265,14 @@ func (d *Driver) discover(ctx context.Context, name string) (state.NodeVolume, P
 			continue
 		}
 		v := state.NodeVolume{Name: name, Type: typ, Options: map[string]string{"type": typ},
-			Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
+			Server: bv.Server, Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
 		if _, err := d.applyStored(&v, bv.Stored); err != nil {
 			return state.NodeVolume{}, Parsed{}, Kind{}, err
 		}
 		if p, _, err = d.parse(v.Options); err != nil {
 			return state.NodeVolume{}, Parsed{}, Kind{}, err
 		}
+		p.Options.Location = v.Server
 		if err := d.cfg.Store.PutVolume(v); err != nil {
 			return state.NodeVolume{}, Parsed{}, Kind{}, err
 		}
