@@ -152,9 +152,9 @@ func checkOptions(o backend.Options) error {
 // has clones, and says by whom. In a pool, incoming copies of a move that
 // did not finish go too, and the name's claim is released.
 func (b *Backend) Remove(ctx context.Context, name string, o backend.Options) error {
-	loc, err := b.pool.locate(ctx, name, o.Location)
+	loc, err := b.pool.locateAll(ctx, name)
 	if err != nil {
-		return fmt.Errorf("remove volume %q: %w", name, b.mapErr(nil, err))
+		return fmt.Errorf("remove volume %q: %w", name, b.mapErr(loc.m, err))
 	}
 	if err := loc.m.api.DeleteVolume(ctx, name); err != nil {
 		return fmt.Errorf("remove volume %q: %w", name, b.mapErr(loc.m, err))

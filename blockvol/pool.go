@@ -297,7 +297,11 @@ func (p *pool) locate(ctx context.Context, name, hint string) (located, error) {
 	return p.locateAll(ctx, name)
 }
 
+// locateAll asks every member (all copies of name: extras too).
 func (p *pool) locateAll(ctx context.Context, name string) (located, error) {
+	if p.single() {
+		return p.locate(ctx, name, "")
+	}
 	vols, errs := fanOut(ctx, p.members, func(ctx context.Context, m *member) (api.Volume, error) {
 		return m.api.GetVolume(ctx, name)
 	})

@@ -143,6 +143,9 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if err := checkNBDLimits(f); err != nil {
 		return nil, 0, err
 	}
+	if f.weight == 0 {
+		f.weight = 1 // only from code: the flag has a default
+	}
 	if !(f.weight > 0 && f.weight <= 1e6) {
 		return nil, 0, fmt.Errorf("--weight %v: want a number above 0 (1 is the default share), at most 1e6", f.weight)
 	}
