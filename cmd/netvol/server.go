@@ -51,6 +51,7 @@ loopback or a trusted network.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServer(cmd.Context(), f) },
 	}
+	cmd.AddCommand(newDrainCommand())
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", os.Getenv("NETVOL_DATA"), "data directory: registry and images (required) [NETVOL_DATA]")
 	fl.StringVar(&f.nbdListen, "nbd-listen", envOr("NETVOL_NBD_LISTEN", "127.0.0.1:10809"), "NBD address: host:port or unix:/path [NETVOL_NBD_LISTEN]")

@@ -74,6 +74,9 @@ func (s nbdStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
+	if o.Server != "" && o.Server != s.api.Server() {
+		return VolumeInfo{}, fmt.Errorf("creating nbd volume %q: server %q: the storage server is %s: %w", name, o.Server, s.api.Server(), backend.ErrInvalid)
+	}
 	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
