@@ -224,10 +224,11 @@ func Resolve(name string, copies []Copy, unreachable []string) (Copy, error) {
 	case len(plain) == 1:
 		return plain[0], nil
 	case len(plain) > 1:
-		return Copy{}, fmt.Errorf("volume %q is on %s and on %s: netvol volume inspect shows both; remove the wrong one with netvol volume rm --server",
+		return Copy{}, fmt.Errorf("volume %q is on %s and on %s, which the pool's rules never make: remove the wrong copy on its server (DELETE /v1/volumes/%[1]s)",
 			name, plain[0].Server, plain[1].Server)
 	}
-	for _, c := range incoming {
+	if len(incoming) > 0 {
+		c := incoming[0] // one move at a time: one incoming copy
 		src := c.incomingFrom()
 		if slices.Contains(unreachable, src) {
 			return Copy{}, fmt.Errorf("volume %q is being moved from storage server %s to %s, and %s does not answer: %w",
@@ -281,18 +282,17 @@ func (p *pool) locate(ctx context.Context, name, hint string) (located, error) {
 		v, err := m.api.GetVolume(ctx, name)
 		return located{m: m, v: v}, err
 	}
-	for _, s := range []string{p.lastSeen(name), hint} {
-		m := p.member(s)
-		if m == nil {
-			continue
-		}
+	seen := p.lastSeen(name)
+	if seen == "" {
+		seen = hint
+	}
+	if m := p.member(seen); m != nil {
 		cctx, cancel := context.WithTimeout(ctx, FanOutTimeout)
 		v, err := m.api.GetVolume(cctx, name)
 		cancel()
 		if err == nil && v.Labels[LabelIncoming] == "" {
 			return located{m: m, v: v}, nil
 		}
-		break
 	}
 	return p.locateAll(ctx, name)
 }
