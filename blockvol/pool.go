@@ -324,11 +324,6 @@ func (p *pool) locateAll(ctx context.Context, name string) (located, error) {
 	}
 	c, err := Resolve(name, copies, down)
 	if err != nil {
-		if errors.Is(err, backend.ErrUnavailable) {
-			if last := p.lastSeen(name); last != "" && slices.Contains(down, last) {
-				err = fmt.Errorf("volume %q was last seen on storage server %s, which does not answer: %w", name, last, err)
-			}
-		}
 		return located{}, err
 	}
 	loc := located{m: p.member(c.Server), v: c.Volume}
