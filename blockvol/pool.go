@@ -380,5 +380,6 @@ func merge(lists []listed) []Copy {
 			out = append(out, c)
 		}
 	}
+	slices.SortFunc(out, func(a, b Copy) int { return cmp.Compare(a.Volume.Name, b.Volume.Name) })
 	return out
 }

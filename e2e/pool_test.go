@@ -175,8 +175,12 @@ func (p *poolEnv) testConcurrentCreate(t *testing.T) {
 		name := fmt.Sprintf("same%d", i)
 		var wg sync.WaitGroup
 		var errA, errB error
-		wg.Go(func() { _, errA = p.a.docker.Docker(p.a.ctx, "volume", "create", "-d", "netvol", "-o", "size=64M", name) })
-		wg.Go(func() { _, errB = p.b.docker.Docker(p.b.ctx, "volume", "create", "-d", "netvolb", "-o", "size=64M", name) })
+		wg.Go(func() {
+			_, errA = p.a.docker.Docker(p.a.ctx, "volume", "create", "-d", "netvol", "-o", "size=64M", name)
+		})
+		wg.Go(func() {
+			_, errB = p.b.docker.Docker(p.b.ctx, "volume", "create", "-d", "netvolb", "-o", "size=64M", name)
+		})
 		wg.Wait()
 		if errA != nil || errB != nil {
 			t.Fatalf("%s: host A: %v; host B: %v", name, errA, errB)

@@ -51,7 +51,7 @@ type Options struct {
 	// record, nbd: the pool's server): a hint the backend checks first.
 	// The driver fills it; it is not an option a user gives.
 	Location string
-	Export    string      // nfs: override of the export path
+	Export   string // nfs: override of the export path
 }
 
 // StoredKeys are the options a volume keeps with it, so that every host
