@@ -16,23 +16,23 @@ import (
 
 // fakeBackend keeps volumes in memory and "mounts" by recording targets.
 type fakeBackend struct {
-	mu         sync.Mutex
-	vols       map[string]backend.Options
-	stored     map[string]map[string]string // what Get reports as Stored
-	mountedAs  map[string]backend.Options   // the options of the last Mount
-	removedAs  map[string]backend.Options   // the options of Remove
-	mounted    map[string]string            // name -> target
-	host       *fakeHost
-	mounts     int
-	unmounts   int
-	resumed    []string
-	down       bool          // every call fails with ErrUnavailable
+	mu        sync.Mutex
+	vols      map[string]backend.Options
+	stored    map[string]map[string]string // what Get reports as Stored
+	mountedAs map[string]backend.Options   // the options of the last Mount
+	removedAs map[string]backend.Options   // the options of Remove
+	mounted   map[string]string            // name -> target
+	host      *fakeHost
+	mounts    int
+	unmounts  int
+	resumed   []string
+	down      bool // every call fails with ErrUnavailable
 	// A pool: the server of each volume, and the servers that are down
 	// (their volumes fail, List answers with a PartialError).
 	serverOf    map[string]string
 	serversDown []string
-	mountDelay time.Duration // Mount sleeps this long, ignoring ctx
-	failMount  error
+	mountDelay  time.Duration // Mount sleeps this long, ignoring ctx
+	failMount   error
 }
 
 func newFakeBackend(h *fakeHost) *fakeBackend {
