@@ -55,7 +55,7 @@ start_dockerd() {
   DOCKERD=$!
   PIDS+=("$DOCKERD")
   for _ in $(seq 300); do docker -H "unix://$DOCK" version >/dev/null 2>&1 && break; sleep 0.2; done
-  mkdir -p "$W/bb/bin"; cp /bin/busybox "$W/bb/bin/"; for c in sh true; do ln -sf busybox "$W/bb/bin/$c"; done
+  mkdir -p "$W/bb/bin"; cp /bin/busybox "$W/bb/bin/"; for cmd in sh true; do ln -sf busybox "$W/bb/bin/$cmd"; done
   tar -C "$W/bb" -c . | docker -H "unix://$DOCK" import - busybox:bench >/dev/null
 }
 
