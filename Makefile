@@ -7,7 +7,7 @@ BIN         ?= bin/netvol
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $$($(GO) env GOPATH)/bin/staticcheck)
 PKGS        := ./...
 
-.PHONY: all build plugin test check vet staticcheck fmt-check unit e2e bench fuzz clean
+.PHONY: all build plugin deps test check vet staticcheck fmt-check unit e2e bench fuzz clean
 
 all: build
 
@@ -20,7 +20,14 @@ PLUGIN_DIR ?= build/plugin
 plugin:
 	bash scripts/mkplugin.sh $(PLUGIN_DIR)
 
-test: check unit e2e
+# What the tests need (Debian packages, staticcheck): installs what is
+# missing, as root; does nothing, and needs no root, when nothing is.
+deps:
+	GO=$(GO) bash scripts/deps.sh
+
+# deps first, also under make -j.
+test: deps
+	$(MAKE) check unit e2e
 
 check: fmt-check vet staticcheck
 
@@ -40,7 +47,7 @@ unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 # End-to-end suites: node VMs with a real kernel, dockerd, nfs-ganesha, qemu
-# tools. Needs root and the packages .ci/run installs.
+# tools. Needs root and the packages `make deps` installs.
 e2e: build plugin
 	$(GO) test -tags e2e -count=1 -timeout 25m -v ./e2e/...
 

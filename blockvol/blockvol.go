@@ -22,15 +22,19 @@ import (
 // are required: no real attacher, mounter or formatter is chosen behind a
 // caller's back (a test that forgot a fake would format and mount for real).
 type Config struct {
-	API       API                // the storage daemon (an *api.Client); one server
-	Servers   []API              // the pool's storage daemons (PoolAPIs); replaces API
-	Node      string             // this host's node name in attachments
-	NBDAddr   string             // host:port or unix:/path; "" asks GET /healthz
-	Attacher  Attacher           // KernelAttacher, or a userspace one
-	Mounter   Mounter            // mount.System
-	Formatter Formatter          // Mkfs
-	Log       logrus.FieldLogger // lease renewal and takeovers only; nil discards
-	Now       func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
+	API       API       // the storage daemon (an *api.Client); one server
+	Servers   []API     // the pool's storage daemons (PoolAPIs); replaces API
+	Node      string    // this host's node name in attachments
+	NBDAddr   string    // host:port or unix:/path; "" asks GET /healthz
+	Attacher  Attacher  // KernelAttacher, or a userspace one
+	Mounter   Mounter   // mount.System
+	Formatter Formatter // Mkfs
+	// FSGrower grows mounted file systems when their volume grew
+	// (Ext4Grower); nil grows none, and a resize of a volume mounted here
+	// then stays pending with that reason.
+	FSGrower FSGrower
+	Log      logrus.FieldLogger // lease renewal, takeovers and growth only; nil discards
+	Now      func() time.Time   // clock of leases (with a monotonic reading); nil means time.Now
 	// HostName is this host's name as its kernel stamps ext4's
 	// multi-mount protection blocks (mmp.go); "" means os.Hostname.
 	HostName string
@@ -122,7 +126,7 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if o.Size <= 0 {
 		return fmt.Errorf("create volume %q: size %d: must be more than zero: %w", name, o.Size, backend.ErrInvalid)
 	}
-	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, Labels: storedLabels(o)}
+	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot, Labels: storedLabels(o)}
 	m, err := b.pool.create(ctx, req, o.Server)
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(m, err))

@@ -188,3 +188,38 @@ func TestDeriveNBDAddr(t *testing.T) {
 		}
 	}
 }
+
+// A clone of a snapshot (-o from=v1 -o from-snapshot=s1); inspect's Status
+// lists the volume's snapshots with their times; a volume removed with
+// snapshots takes them along, refused while a clone depends on one.
+func TestSnapshotsInStatusAndCloneFromSnapshot(t *testing.T) {
+	e := newEnv(t, 0)
+	b, _ := e.backend("node-1", nil)
+	ctx := ctxT(t)
+	e.create(b, "v1")
+	s1, err := e.client.CreateSnapshot(ctx, "v1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, b.Create(ctx, "c1", backend.Options{Size: volSize, From: "v1", FromSnapshot: "nope"}), backend.ErrNotFound, "nope")
+	if err := b.Create(ctx, "c1", backend.Options{Size: volSize, From: "v1", FromSnapshot: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.Get(ctx, "v1", backend.Options{})
+	if want := "s1 (" + s1.CreatedAt.UTC().Format(time.RFC3339) + ")"; err != nil || v.Status["snapshots"] != want {
+		t.Fatalf("status %v, want snapshots %q (%v)", v.Status, want, err)
+	}
+	c, err := b.Get(ctx, "c1", backend.Options{})
+	if err != nil || c.Status["from"] != "v1" || c.Status["from_snapshot"] != "s1" {
+		t.Fatalf("clone status %v (%v)", c.Status, err)
+	}
+	wantErr(t, b.Remove(ctx, "v1", backend.Options{}), backend.ErrInUse, `"v1"`, `"c1"`)
+	for _, name := range []string{"c1", "v1"} {
+		if err := b.Remove(ctx, name, backend.Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.client.ListSnapshots(ctx, "v1"); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("snapshots of a removed volume: %v", err)
+	}
+}

@@ -35,6 +35,9 @@ type lease struct {
 	device   Device // released when the server no longer holds the attachment
 	export   string // the NBD export name, to connect again after a daemon restart
 	instance string // the daemon's run, as last reported
+	target   string // where the file system is mounted, to grow it
+	grow     growState
+	growing  sync.WaitGroup // a growth running (grow.go)
 }
 
 // remaining is the time a grant or renewal left: what the server says, or
@@ -163,6 +166,7 @@ func (l *lease) callTimeout() time.Duration {
 func (l *lease) halt() {
 	l.stop()
 	<-l.done
+	l.growing.Wait()
 }
 
 // startRenewal renews name's lease, as granted or last renewed, until
@@ -266,6 +270,7 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 			}
 			b.reconnect(ctx, l, log)
 		}
+		b.maybeGrow(ctx, l, got.Size, log)
 		return true, nil
 	}
 	if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInUse) {

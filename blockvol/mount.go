@@ -92,6 +92,7 @@ func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	if err := op.mountFS(dev.Path); err != nil {
 		return backend.Mounted{}, err
 	}
+	b.growAtMount(ctx, l, dev, op.target)
 	return backend.Mounted{Device: dev.Path, Method: dev.Method, Export: g.Export,
 		Generation: g.Generation, Subdir: Subdir}, nil
 }
@@ -204,11 +205,12 @@ func (b *Backend) Unmount(ctx context.Context, name string, o backend.Options, t
 }
 
 // Resume renews the lease of a volume found mounted when the plugin
-// starts. When the server shows this node no longer holds the attachment
+// starts (and grows its device and file system should the volume have
+// grown meanwhile: see grow.go). When the server shows this node no longer holds the attachment
 // of m's generation, the lease is lost: it is marked so (Fenced) and not
 // renewed. Otherwise renewal goes on in the background, also when this
 // first renewal failed (its error is returned).
-func (b *Backend) Resume(ctx context.Context, name string, o backend.Options, _ string, m backend.Mounted) error {
+func (b *Backend) Resume(ctx context.Context, name string, o backend.Options, target string, m backend.Mounted) error {
 	srv, held, err := b.heldGeneration(ctx, name, o.Location)
 	switch {
 	case errors.Is(err, backend.ErrUnavailable):
@@ -230,7 +232,11 @@ func (b *Backend) Resume(ctx context.Context, name string, o backend.Options, _ 
 		l = api.Lease{Expires: b.cfg.Now()} // unknown: retry soon
 		rerr = fmt.Errorf("resume volume %q: renewing the lease: %w", name, b.mapErr(srv, rerr))
 	}
-	b.startRenewal(srv, name, l, Device{Path: m.Device, Method: m.Method}).setExport(m.Export)
+	rl := b.startRenewal(srv, name, l, Device{Path: m.Device, Method: m.Method})
+	rl.setExport(m.Export)
+	// The size of device and file system is unknown: the first renewal
+	// checks them (in the background: the device may be stalled).
+	rl.setTarget(target)
 	if err != nil {
 		return fmt.Errorf("resume volume %q: %w", name, err)
 	}

@@ -24,6 +24,12 @@ func (b *Backend) volume(m *member, v api.Volume) backend.Volume {
 	if v.From != "" {
 		st["from"] = v.From
 	}
+	if v.FromSnapshot != "" {
+		st["from_snapshot"] = v.FromSnapshot
+	}
+	if s := SnapshotList(v.Snapshots); s != "" {
+		st["snapshots"] = s
+	}
 	if a := AttachedList(v.Attachments); a != "" {
 		st["attached"] = a
 	}
@@ -37,6 +43,16 @@ func (b *Backend) volume(m *member, v api.Volume) backend.Volume {
 		st["moving_from"] = from
 	}
 	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st, Stored: storedOptions(v.Labels), Server: m.name}
+}
+
+// SnapshotList writes a volume's snapshots for docker volume inspect's
+// Status, oldest first: "nightly (2026-11-23T02:00:00Z), weekly (...)".
+func SnapshotList(snaps []api.Snapshot) string {
+	var parts []string
+	for _, s := range snaps {
+		parts = append(parts, s.Name+" ("+s.CreatedAt.UTC().Format(time.RFC3339)+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // LabelPrefix marks the labels that hold a volume's stored options

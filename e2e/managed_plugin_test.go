@@ -74,6 +74,8 @@ func TestManagedPluginRestartUserspace(t *testing.T) {
 	requireUserspaceAttach(t)
 	srv := node.StartNetvolServer(t)
 	docker := node.StartHostDocker(t)
+	// The managed plugin runs in dockerd's network namespace.
+	docker.ForwardLoopback(t, srv.APIPort, srv.NBDPort)
 	docker.ImportBusybox(t)
 	state := t.TempDir()
 	cleanupAttachments(t, state)

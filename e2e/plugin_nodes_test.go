@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -104,12 +105,47 @@ func TestPluginAcrossNodes(t *testing.T) {
 			t.Fatalf("p2 read %q", got)
 		}
 	})
+	t.Run("GrowWhileMounted", func(t *testing.T) {
+		// A running container's volume grows from 256 MiB to 1 GiB through
+		// the kernel's NBD driver: df in the container shows it without a
+		// restart, it writes past the old size, the chunks it fsynced while
+		// the resize ran are all there, and the file system is clean.
+		testGrowOnNode(t, n1, n2, srv, bin)
+	})
 	t.Run("Remove", func(t *testing.T) {
 		n1.MustRun(t, "docker volume rm copy && docker volume rm blk web")
 		if got := n2.MustRun(t, "docker volume ls -q"); strings.TrimSpace(got) != "" {
 			t.Fatalf("p2 still lists %q", got)
 		}
 	})
+}
+
+func testGrowOnNode(t *testing.T, n1, n2 *node.Node, srv *node.NetvolServer, bin string) {
+	data := "/var/lib/netvol/mounts/grow/data/"
+	n1.MustRun(t, "docker volume create -d netvol -o type=nbd -o size=256M grow >/dev/null && "+
+		"docker run -d --name g1 --network none -v grow:/v "+node.BusyboxImage+" sh -c '"+growWriter+"' >/dev/null")
+	n1.MustRun(t, `i=0; until [ -e `+data+`chunk.10 ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.2; done`)
+	out := n1.MustRun(t, bin+" volume resize grow 1G "+srv.PluginArgs())
+	if !strings.Contains(out, "grow: 256MiB -> 1GiB (the holder's device and file system too: usable now)") {
+		t.Fatalf("resize printed %q", out)
+	}
+	if got := n1.MustRun(t, "cat /sys/block/$(basename $(awk '$2==\"/var/lib/netvol/mounts/grow\"{print $1}' /proc/mounts))/size"); strings.TrimSpace(got) != "2097152" {
+		t.Fatalf("the device has %s sectors after the resize, want 2097152", got)
+	}
+	n1.MustRun(t, "touch "+data+"stop && i=0; until [ -e "+data+"done ]; do i=$((i+1)); [ $i -gt 900 ] && { cat "+data+"past.err; exit 1; }; sleep 0.2; done")
+	before, after := kib(t, n1.MustRun(t, "cat "+data+"df-before")), kib(t, n1.MustRun(t, "cat "+data+"df-after"))
+	if before > 270000 || after < 900000 {
+		t.Fatalf("df in the container: %d KiB before, %d KiB after the resize", before, after)
+	}
+	if log := n1.MustRun(t, "cat "+node.PluginLog); !strings.Contains(log, "device and file system grown online") {
+		t.Fatalf("the plugin did not log the growth:\n%s", log)
+	}
+	n1.MustRun(t, "docker rm -f g1 >/dev/null")
+	e2fsckImage(t, filepath.Join(srv.DataDir, "volumes", "grow.qcow2"))
+	if got := n2.MustRun(t, dockerRun("grow", "cd /v && md5sum -c sums | grep -vc OK$; stat -c %s past")); got != "0\n314572800\n" {
+		t.Fatalf("on p2 after the growth (failed chunk checks, size of the file past the old end): %q", got)
+	}
+	n2.MustRun(t, "docker volume rm grow >/dev/null")
 }
 
 // dockerRun is a docker run of busybox with volume vol at /v.

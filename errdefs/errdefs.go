@@ -40,6 +40,7 @@ var (
 // InUseError says why a volume is in use. It matches ErrInUse.
 type InUseError struct {
 	Volume   string
+	Snapshot string   // set when a snapshot of Volume is what is in use
 	Nodes    []string // nodes with a live attachment
 	Children []string // volumes cloned from this one
 	Mounted  bool     // mounted on this host
@@ -55,6 +56,9 @@ func (e *InUseError) Error() string {
 	}
 	if e.Mounted {
 		why = append(why, "mounted on this host")
+	}
+	if e.Snapshot != "" {
+		return fmt.Sprintf("snapshot %q of volume %q is %v: %s", e.Snapshot, e.Volume, ErrInUse, strings.Join(why, "; "))
 	}
 	return fmt.Sprintf("volume %q is %v: %s", e.Volume, ErrInUse, strings.Join(why, "; "))
 }

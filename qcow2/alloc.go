@@ -81,6 +81,10 @@ func (img *Image) oldIsZero(gc int64, e uint64) bool {
 	case kindZero:
 		return true
 	case kindUnallocated:
+		if img.chain != nil {
+			r, err := img.resolve(gc)
+			return err == nil && r>>resCodeShift == resNone
+		}
 		return img.backing == nil || gc<<img.clusterBits >= img.backing.Size()
 	}
 	return false

@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -160,4 +161,123 @@ func benchDir(b *testing.B) string {
 		b.Fatalf("%s is on tmpfs; set TMPDIR to a directory on a disk file system", dir)
 	}
 	return dir
+}
+
+// Reads and writes of a volume with snapshots against one without: the
+// same data, written the same way, once into one image and once spread
+// over a chain of depth layers (a snapshot after every 1/depth of the
+// writes), as the storage daemon's snapshots leave it. Reads go to random
+// 4 KiB blocks of the region (most of them held by some layer below the
+// top); writes go to random 4 KiB blocks the top already holds (the steady
+// state: the first write to a cluster after a snapshot copies it once,
+// see BenchmarkChainFirstWrite4K). Compare depth=0 with depth=20:
+//
+//	go test ./qcow2 -run '^$' -bench 'Chain' -count 5
+func BenchmarkChainRead4K(b *testing.B) {
+	for _, depth := range []int{0, 20} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			img := benchChain(b, depth, false)
+			benchRandom(b, img, false)
+		})
+	}
+}
+
+func BenchmarkChainWrite4K(b *testing.B) {
+	for _, depth := range []int{0, 20} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			img := benchChain(b, depth, true)
+			benchRandom(b, img, true)
+		})
+	}
+}
+
+// BenchmarkChainFirstWrite4K is the one-time cost of the first write to a
+// cluster after a snapshot: it copies the cluster up from its layer.
+func BenchmarkChainFirstWrite4K(b *testing.B) {
+	for _, depth := range []int{0, 20} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			img := benchChain(b, depth, false)
+			p := bytes.Repeat([]byte{1}, 4096)
+			clusters := int64(chainRegion / defaultClusterSize)
+			b.ResetTimer()
+			for i := range b.N {
+				gc := (int64(i) * 40503) % clusters
+				if i > 0 && int64(i)%clusters == 0 {
+					b.StopTimer()
+					img = benchChain(b, depth, false)
+					b.StartTimer()
+				}
+				if _, err := img.WriteAt(p, gc*defaultClusterSize+4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+const chainRegion = 64 << 20
+
+// benchChain writes chainRegion bytes in 64 KiB pieces, freezing a layer
+// after every 1/depth of them; touchTop rewrites the region's first 4 KiB
+// of every cluster in the top at the end.
+func benchChain(b *testing.B, depth int, touchTop bool) *Image {
+	b.Helper()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "l0.qcow2")
+	img, err := Create(path, chainRegion, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clusters := int64(chainRegion / defaultClusterSize)
+	p := bytes.Repeat([]byte{benchPattern}, defaultClusterSize)
+	for i := range clusters {
+		gc := (i * 40503) % clusters
+		if depth > 0 && i > 0 && i%(clusters/int64(depth)) == 0 && len(img.Chain()) <= depth {
+			if err := img.Close(); err != nil {
+				b.Fatal(err)
+			}
+			next := filepath.Join(dir, fmt.Sprintf("l%d.qcow2", len(img.Chain())))
+			if img, err = Create(next, 0, &CreateOptions{BackingFile: filepath.Base(path)}); err != nil {
+				b.Fatal(err)
+			}
+			path = next
+		}
+		if _, err := img.WriteAt(p, gc*defaultClusterSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if touchTop {
+		for gc := range clusters {
+			if _, err := img.WriteAt(p[:4096], gc*defaultClusterSize); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := img.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if got := len(img.Chain()) - 1; got != depth {
+		b.Fatalf("chain of %d layers, want %d", got, depth)
+	}
+	b.Cleanup(func() { img.Close() })
+	return img
+}
+
+func benchRandom(b *testing.B, img *Image, write bool) {
+	p := make([]byte, 4096)
+	blocks := int64(chainRegion / 4096)
+	b.SetBytes(4096)
+	b.ResetTimer()
+	for i := range b.N {
+		off := ((int64(i) * 40503) % blocks) * 4096
+		var err error
+		if write {
+			_, err = img.WriteAt(p, off)
+		} else {
+			_, err = img.ReadAt(p, off)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -56,7 +56,8 @@ type Image struct {
 	clusterSize int64
 	l2Bits      uint32 // log2 of entries per L2 table
 	backing     backingStore
-	zeroFlag    bool // version 3: L2 entries may carry the zero flag
+	chain       *chain // the backing chain flattened for reads (chain.go); nil if none
+	zeroFlag    bool   // version 3: L2 entries may carry the zero flag
 
 	size     atomic.Int64
 	fileSize atomic.Int64 // bytes the host file is known to span
@@ -145,6 +146,7 @@ func newImage(path string, f *os.File, opts *OpenOptions, depth int) (*Image, er
 	if err := img.openBacking(depth); err != nil {
 		return nil, err
 	}
+	img.chain = newChain(img)
 	if !opts.ReadOnly {
 		if err := img.openForWriting(st.Size(), opts.BootID); err != nil {
 			img.closeBacking()

@@ -138,6 +138,9 @@ func (img *Image) readExtent(x extent, p []byte, off, in int64) error {
 // readBacking reads guest data the image does not hold: from the backing
 // chain, zeros past its end or without one.
 func (img *Image) readBacking(p []byte, off int64) error {
+	if img.chain != nil {
+		return img.readChain(p, off)
+	}
 	clear(p)
 	if img.backing == nil {
 		return nil

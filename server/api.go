@@ -80,8 +80,13 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("GET /v1/volumes/{name}", a.get)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}", a.delete)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/resize", a.resize)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/snapshots", a.snapshot)
+	a.mux.HandleFunc("GET /v1/volumes/{name}/snapshots", a.listSnapshots)
+	a.mux.HandleFunc("DELETE /v1/volumes/{name}/snapshots/{snap}", a.deleteSnapshot)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/rollback", a.rollback)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments", a.attach)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/grown", a.grown)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
 	a.poolRoutes()
 	return a
@@ -225,13 +230,41 @@ func (a *API) resize(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
+	res, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.WithFields(logrus.Fields{"volume": v.Name, "size": v.Size}).Info("volume resized")
-	reply(w, http.StatusOK, v)
+	log := a.log.WithFields(logrus.Fields{"volume": res.Name, "size": res.Size})
+	if len(res.Pending) > 0 {
+		for _, p := range res.Pending {
+			log.WithFields(logrus.Fields{"node": p.Node, "grown": p.Grown, "why": p.Why}).Warn("volume resized; a holder has not grown yet")
+		}
+		reply(w, http.StatusAccepted, res)
+		return
+	}
+	log.Info("volume resized")
+	reply(w, http.StatusOK, res)
+}
+
+func (a *API) grown(w http.ResponseWriter, r *http.Request) {
+	var req api.GrownReport
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	name, node := r.PathValue("name"), r.PathValue("node")
+	if err := a.svc.Grown(r.Context(), name, node, req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	log := a.log.WithFields(logrus.Fields{"volume": name, "node": node, "size": req.Size})
+	if req.Error != "" {
+		log.WithField("error", req.Error).Warn("a holder could not grow its device and file system")
+	} else {
+		log.Info("a holder grew its device and file system")
+	}
+	reply(w, http.StatusNoContent, nil)
 }
 
 func (a *API) attach(w http.ResponseWriter, r *http.Request) {
@@ -268,4 +301,53 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.WithFields(logrus.Fields{"volume": name, "node": node}).Info("volume detached")
 	reply(w, http.StatusNoContent, nil)
+}
+
+func (a *API) snapshot(w http.ResponseWriter, r *http.Request) {
+	var req api.SnapshotRequest
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	sn, err := a.svc.CreateSnapshot(r.Context(), r.PathValue("name"), req.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": sn.Volume, "snapshot": sn.Name}).Info("snapshot taken")
+	reply(w, http.StatusCreated, sn)
+}
+
+func (a *API) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	list, err := a.svc.ListSnapshots(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	reply(w, http.StatusOK, list)
+}
+
+func (a *API) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	name, snap := r.PathValue("name"), r.PathValue("snap")
+	if err := a.svc.DeleteSnapshot(r.Context(), name, snap); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": name, "snapshot": snap}).Info("snapshot deleted")
+	reply(w, http.StatusNoContent, nil)
+}
+
+func (a *API) rollback(w http.ResponseWriter, r *http.Request) {
+	var req api.RollbackRequest
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.svc.Rollback(r.Context(), r.PathValue("name"), req.Snapshot)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.WithFields(logrus.Fields{"volume": v.Name, "snapshot": req.Snapshot}).Info("volume rolled back")
+	reply(w, http.StatusOK, v)
 }

@@ -13,8 +13,9 @@ import (
 	"github.com/netvol/netvol/state"
 )
 
-// The image is the export's Backend as is; it answers WRITE_ZEROES itself,
-// so the server never falls back to Discard or zero buffers.
+// The volume's liveImage is the export's Backend; it answers WRITE_ZEROES
+// itself (as the image does), so the server never falls back to Discard
+// or zero buffers.
 var (
 	_ nbd.ZeroWriter = (*qcow2.Image)(nil)
 	_ nbd.ZeroWriter = lostWritesBackend{}
@@ -72,12 +73,13 @@ func (s *Service) Attach(ctx context.Context, volume string, req api.AttachReque
 		ExpiresInMS: floorMS(a.Expires.Sub(now)), Fenced: fenced, Instance: s.instance}, nil
 }
 
-// checkAttachable refuses read-write access to a volume with clones.
+// checkAttachable refuses read-write access to a volume whose own image
+// clones read (made before snapshots; see state.Registry.CreateSnapshot).
 func (s *Service) checkAttachable(volume string, mode state.Mode) error {
 	if mode != state.ModeRW {
 		return nil
 	}
-	children, err := s.reg.Children(volume)
+	children, err := s.legacyClones(volume)
 	if err != nil || len(children) == 0 {
 		return err
 	}
@@ -100,8 +102,12 @@ func (s *Service) Renew(ctx context.Context, volume, node string) (api.Lease, er
 		return api.Lease{}, err
 	}
 	s.counts.renewals.Add(1)
+	v, err := s.reg.GetVolume(volume)
+	if err != nil {
+		return api.Lease{}, err
+	}
 	return api.Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance,
-		LostWrites: a.LostWrites}, nil
+		LostWrites: a.LostWrites, Size: v.Size}, nil
 }
 
 // Detach removes node's attachment of volume and closes its connections.
@@ -125,6 +131,7 @@ func (s *Service) revoke(export string) {
 		delete(s.exports, export)
 		e.Revoke()
 	}
+	s.growth.forget(export)
 }
 
 // Open implements nbd.Exports: it serves export names issued by Attach
@@ -166,7 +173,7 @@ func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
 	}
 	var backend nbd.Backend = img
 	if a.LostWrites {
-		backend = lostWritesBackend{Image: img, volume: a.Volume}
+		backend = lostWritesBackend{liveImage: img}
 	}
 	e := &nbd.Export{Name: name, Description: "netvol volume " + a.Volume,
 		Backend: backend, ReadOnly: a.Mode != state.ModeRW}
@@ -180,12 +187,11 @@ func (s *Service) Open(ctx context.Context, name string) (*nbd.Export, error) {
 // A kernel client's ext4 aborts its journal on the error; the next mount
 // replays it up to the last flush that really succeeded.
 type lostWritesBackend struct {
-	*qcow2.Image
-	volume string
+	*liveImage
 }
 
 func (b lostWritesBackend) Flush() error {
-	return fmt.Errorf("volume %q: the storage node went down uncleanly while this attachment could write, and writes it had not flushed may be lost; flushes fail until the volume is detached and attached again", b.volume)
+	return fmt.Errorf("volume %q: the storage node went down uncleanly while this attachment could write, and writes it had not flushed may be lost; flushes fail until the volume is detached and attached again", b.liveImage.volume)
 }
 
 // List implements nbd.Exports: the volumes by name. Those are not export

@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
-	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,6 @@ import (
 	"github.com/netvol/netvol/server/api"
 
 	"github.com/netvol/netvol/nbd"
-	"github.com/netvol/netvol/state"
 )
 
 // fill returns n bytes of b.
@@ -44,161 +45,62 @@ func readAll(t *testing.T, sock, export string, want byte) {
 	}
 }
 
-// A clone made while the source's read-write lease has lapsed (its holder
-// partitioned or its plugin down, the device still connected) fences that
-// attachment in the clone's transaction: the old connection is closed,
-// the lease is not renewed, the export is not served again, and the clone
-// reads the source as it was when cloned, including writes the source's
-// shared image handle had not flushed.
-func TestAPICloneFencesLapsedWriter(t *testing.T) {
-	c, s, clk := newAPI(t)
-	_, sock := serveNBD(t, s)
-	c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
-	var g api.Grant
-	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
-	cl := dialExport(t, sock, g.Export)
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	if err := cl.Write(ctx, fill(0xaa, 64<<10), 0, 0); err != nil { // no flush: the clone must flush
-		t.Fatal(err)
-	}
-
-	clk.Add(16 * time.Second) // n1's lease lapses; its connection stays
-	c.must(201, "POST", "/v1/volumes", `{"name":"clone","from":"base"}`, nil)
-
-	// (a) The old connection no longer writes the source.
-	if err := cl.Write(ctx, fill(0xcc, 64<<10), 0, 0); err == nil {
-		t.Error("the lapsed writer's connection still writes the clone's source")
-	}
-	// (b) Its lease is not renewed: the attachment is gone.
-	if st, e := c.do("POST", "/v1/volumes/base/attachments/n1/renew", "", nil); st != 404 || e.Code != api.CodeNotFound {
-		t.Errorf("renew of the lapsed writer after the clone: %d %+v, want 404 not_found", st, e)
-	}
-	// (c) Its export name is not served again, nor is a new writer let in.
-	if cl2, err := nbd.Dial(ctx, "unix", sock, nbd.ClientOptions{ExportName: g.Export}); err == nil {
-		cl2.Close()
-		t.Error("the lapsed writer's export was served again after the clone")
-	}
-	if st, e := c.do("POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, nil); st != 409 || e.Code != api.CodeInUse || !strings.Contains(e.Error, `"clone"`) {
-		t.Errorf("a new writer of the clone's source: %d %+v, want 409 in_use naming the clone", st, e)
-	}
-	var v api.Volume
-	c.must(200, "GET", "/v1/volumes/base", "", &v)
-	if len(v.Attachments) != 0 {
-		t.Errorf("source still has attachments %+v", v.Attachments)
-	}
-	c.do("DELETE", "/v1/volumes/base/attachments/n1", "", nil) // were it still recorded, readers would conflict
-
-	// (d) The clone and the source read what the source held at the clone.
-	var cg, bg api.Grant
-	c.must(200, "POST", "/v1/volumes/clone/attachments", `{"node":"n2","mode":"ro"}`, &cg)
-	readAll(t, sock, cg.Export, 0xaa)
-	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n3","mode":"ro"}`, &bg)
-	readAll(t, sock, bg.Export, 0xaa)
-}
-
-// A live read-write attachment still refuses the clone, naming its holder,
-// and leaves the writer alone.
-func TestAPICloneRefusedWhileWriterLive(t *testing.T) {
-	c, s, clk := newAPI(t)
-	_, sock := serveNBD(t, s)
-	c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
-	var g api.Grant
-	c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
-	cl := dialExport(t, sock, g.Export)
-	clk.Add(14 * time.Second)
-	msg := c.refused(409, api.CodeInUse, "POST", "/v1/volumes", `{"name":"clone","from":"base"}`)
-	if !strings.Contains(msg, `"n1"`) {
-		t.Fatalf("refusal does not name the holder: %q", msg)
-	}
-	c.refused(404, api.CodeNotFound, "GET", "/v1/volumes/clone", "")
-	// base.qcow2 and, while it is open, its intent log.
-	if files := imageFiles(t, s); strings.Join(files, ",") != "base.qcow2,base.qcow2.wal" {
-		t.Fatalf("refused clone left files %v", files)
-	}
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	if err := cl.Write(ctx, fill(0x11, 4096), 0, 0); err != nil {
-		t.Fatalf("the live writer was cut off by a refused clone: %v", err)
-	}
-	c.must(200, "POST", "/v1/volumes/base/attachments/n1/renew", "", nil)
-}
-
-// The same sequence at the service: the clone revokes the lapsed writer's
-// export and removes its attachment; renewing it and opening its export
-// are refused, and so is a new writer.
-func TestCloneRevokesLapsedWriter(t *testing.T) {
-	s, clk := newService(t)
-	mustCreate(t, s, "base", 8<<20, "")
-	w := mustAttach(t, s, "base", "n1", "rw")
-	e, err := s.Open(bg, w.Export)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk.Add(16 * time.Second)
-	mustCreate(t, s, "clone", 0, "base")
-	if !e.Revoked() {
-		t.Error("the lapsed writer's export was not revoked by the clone")
-	}
-	if _, err := s.Renew(bg, "base", "n1"); !errors.Is(err, state.ErrNotFound) {
-		t.Errorf("renew of the lapsed writer after the clone: %v, want not found", err)
-	}
-	if _, err := s.Open(bg, w.Export); !errors.Is(err, nbd.ErrUnknownExport) {
-		t.Errorf("open of the lapsed writer's export after the clone: %v", err)
-	}
-	_, err = s.Attach(bg, "base", api.AttachRequest{Node: "n1", Mode: "rw"})
-	wantErr(t, err, state.ErrInUse)
-	mustAttach(t, s, "base", "n2", "ro")
-
-	// A live writer refuses the clone, naming it, and keeps its export.
-	mustCreate(t, s, "other", 8<<20, "")
-	w = mustAttach(t, s, "other", "n1", "rw")
-	if e, err = s.Open(bg, w.Export); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.CreateVolume(bg, api.CreateRequest{Name: "clone2", From: "other"})
-	var inUse *state.InUseError
-	if !errors.As(err, &inUse) || len(inUse.Nodes) != 1 || inUse.Nodes[0] != "n1" {
-		t.Fatalf("clone of a live writer's volume: %v", err)
-	}
-	if e.Revoked() {
-		t.Fatal("a refused clone revoked the live writer's export")
-	}
-	if _, err := s.Renew(bg, "other", "n1"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A read-write attachment of a volume with clones that is still recorded
-// (made before cloning fenced writers) is neither renewed (in_use) nor
-// served, until detached; a read-only one is.
-func TestRecordedWriterOfCloneSourceRefused(t *testing.T) {
-	c, s, _ := newAPI(t)
-	mustCreate(t, s, "base", 8<<20, "")
-	mustCreate(t, s, "clone", 0, "base")
-	const token = "recorded-before-the-fix"
-	_, _, err := s.reg.AddAttachment("base", state.Attachment{Node: "n1", Mode: state.ModeRW,
-		Expires: s.cfg.Now().Add(time.Minute), Export: "base." + token, TokenHash: state.HashToken(token)}, s.cfg.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.Renew(bg, "base", "n1")
-	wantErr(t, err, state.ErrInUse)
-	if !strings.Contains(err.Error(), `"n1"`) || !strings.Contains(err.Error(), `"clone"`) {
-		t.Errorf("renew refusal %q does not name the node and the clone", err)
-	}
-	c.refused(409, api.CodeInUse, "POST", "/v1/volumes/base/attachments/n1/renew", "")
-	if _, err := s.Open(bg, "base."+token); !errors.Is(err, nbd.ErrUnknownExport) {
-		t.Errorf("open of a read-write export of a clone source: %v", err)
-	}
-	if err := s.Detach(bg, "base", "n1"); err != nil {
-		t.Fatal(err)
-	}
-	r := mustAttach(t, s, "base", "n2", "ro")
-	if e, err := s.Open(bg, r.Export); err != nil || !e.ReadOnly {
-		t.Fatalf("read-only export of a clone source: %v", err)
-	}
-	if _, err := s.Renew(bg, "base", "n2"); err != nil {
-		t.Fatal(err)
+// A clone of a volume in use (fenced by issue 12's rule: nothing that
+// makes a layer immutable leaves a writer on it). The source's writer,
+// live or with a lapsed lease, goes on writing on the same connection,
+// without an error, to the source's new image; the layer the clone reads
+// never changes again; the clone holds the source as it was at the clone,
+// including writes the source had not flushed.
+func TestAPICloneOfVolumeInUse(t *testing.T) {
+	for _, lapsed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lapsed=%v", lapsed), func(t *testing.T) {
+			c, s, clk := newAPI(t)
+			_, sock := serveNBD(t, s)
+			c.must(201, "POST", "/v1/volumes", `{"name":"base","size":"8M"}`, nil)
+			var g api.Grant
+			c.must(200, "POST", "/v1/volumes/base/attachments", `{"node":"n1","mode":"rw"}`, &g)
+			cl := dialExport(t, sock, g.Export)
+			ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			defer cancel()
+			if err := cl.Write(ctx, fill(0xaa, 64<<10), 0, 0); err != nil { // not flushed
+				t.Fatal(err)
+			}
+			if lapsed {
+				clk.Add(16 * time.Second) // the connection stays
+			}
+			c.must(201, "POST", "/v1/volumes", `{"name":"clone","from":"base"}`, nil)
+			layer := filepath.Join(s.dir, "base.qcow2")
+			frozen, err := os.ReadFile(layer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.Write(ctx, fill(0xcc, 64<<10), 0, 0); err != nil {
+				t.Fatalf("the source's writer after the clone: %v", err)
+			}
+			if err := cl.Flush(ctx); err != nil {
+				t.Fatalf("the source's writer's flush after the clone: %v", err)
+			}
+			c.must(200, "POST", "/v1/volumes/base/attachments/n1/renew", "", nil)
+			var cg api.Grant
+			c.must(200, "POST", "/v1/volumes/clone/attachments", `{"node":"n2","mode":"rw"}`, &cg)
+			readAll(t, sock, cg.Export, 0xaa)
+			readAll(t, sock, g.Export, 0xcc)
+			if now, _ := os.ReadFile(layer); !bytes.Equal(now, frozen) {
+				t.Fatal("the layer the clone reads changed after the clone")
+			}
+			var v api.Volume
+			c.must(200, "GET", "/v1/volumes/clone", "", &v)
+			if v.From != "base" || v.FromSnapshot != "" {
+				t.Fatalf("clone %+v", v)
+			}
+			c.must(200, "GET", "/v1/volumes/base", "", &v)
+			if len(v.Snapshots) != 0 {
+				t.Fatalf("the clone's hidden snapshot is listed: %+v", v.Snapshots)
+			}
+			msg := c.refused(409, api.CodeInUse, "DELETE", "/v1/volumes/base", "")
+			if !strings.Contains(msg, `"clone"`) {
+				t.Fatalf("refusal does not name the clone: %q", msg)
+			}
+		})
 	}
 }

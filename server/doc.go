@@ -35,28 +35,57 @@
 // term (see lease.go). A conflict answer names the holder, its mode, its
 // expiry and the time its lease has left (errorBody).
 //
-// # Clones
+// # Snapshots, rollback and clones
 //
-// A volume created with "from" is a qcow2 overlay whose backing file is the
-// source image (a relative name). A clone reads its source through an
-// image handle of its own, with its own cached tables, so the source must
-// not change under its clones: a volume with clones is immutable.
+// External qcow2 layers (the "why" is in package qcow2's doc). A volume is
+// its image (the registry's File, the top of a chain) and the layers
+// below it, each a frozen snapshot:
 //
-// Cloning makes the source immutable in the clone's own registry
-// transaction (state.Registry.CloneVolume): it is refused (in_use, naming
-// the holder) while a read-write attachment of the source is live, and
-// removes the source's lapsed read-write attachments, whose holders may
-// still be connected and writing (a plugin down or cut off for longer than
-// the lease). After the commit, and before the service lock is released
-// (so before anyone can attach or read the clone), their exports are
-// revoked, which closes their connections and waits for their requests in
-// flight, and the source's shared image is flushed: the clone reads the
-// source as it was then. Their holders' renewals get not_found from then
-// on, and their export names are refused.
+//	<data>/volumes/db.qcow2            s1's layer (the volume's first image)
+//	<data>/volumes/db.3f9a01c2d4e5.qcow2  s2's layer, backed by db.qcow2
+//	<data>/volumes/db.77b0e1aa0c12.qcow2  db's image, backed by s2's layer
 //
-// A read-write attach of a volume with clones is refused (in_use), and so
-// are a resize, the renewal of a read-write attachment (in_use) and the
-// opening of a read-write export (nbd.ErrUnknownExport); the last two
-// matter only for an attachment recorded before cloning removed them.
-// Read-only attachments of a source are unaffected.
+// Taking a snapshot freezes the volume's image under its open exports
+// (freeze, in snapshot.go): every export serves a liveImage, which the
+// daemon switches between requests; the requests in flight finish, the
+// image is closed (flushed, intent log emptied, dirty bit cleared), a new
+// empty image over it is created and opened, one registry transaction
+// records the snapshot and the new image, and requests go on against the
+// new image. The client sees one slower request: no error, no reconnect,
+// and its writer is never on the frozen layer again (issue 12's fencing
+// rule: nothing that makes a layer immutable leaves a writer on it).
+//
+// A clone is an overlay of a snapshot's layer (from_snapshot), or of the
+// volume as it is: that takes a hidden snapshot (named "@<clone>.<time>",
+// a name users cannot give) in the clone's own transaction. The source
+// goes on, read-write, attached or not. A hidden snapshot is merged away
+// when its last clone is deleted (and at start, should a crash have come
+// in between).
+//
+// Rollback (of a detached volume) replaces the volume's image with a new
+// empty one over the snapshot's layer and deletes the old image; later
+// snapshots stay, their layers a branch beside the volume's chain.
+//
+// Deleting a snapshot merges its layer into the images that read it (the
+// volume's image or the next snapshot's layer): each pulls in the clusters
+// the layer holds and it does not, then names the layer's own backing
+// file (qcow2.Image.StreamBacking), so what every image reads stays the
+// same at every step. Only then does the registry forget the snapshot,
+// and then its file goes and the open images that read it are reopened.
+// A snapshot clones were made from is kept (in_use, naming them). A volume
+// deleted takes its snapshots along, refused while clones depend on any.
+//
+// Crash safety: every step is ordered so that a SIGKILL anywhere leaves
+// every volume and snapshot as before or as after (TestKillAtEachSnapshotStep
+// kills the daemon at each step named by Config.AtStep): new images are
+// created under temporary names and renamed into place before the
+// transaction that names them, files are deleted after the transaction
+// that stops naming them, the start-up sweep removes images the registry
+// does not know, and a layer left open for writing by a merge is
+// recovered at start (its intent log replayed).
+//
+// Clones made before snapshots existed (schema 1) read their source's own
+// image: that source stays immutable for them (read-write attach, renewal
+// and export refused, as issue 12 required) until a snapshot of it, which
+// freezes that image as a layer and points those clones at it.
 package server

@@ -54,6 +54,14 @@ type Config struct {
 	// being drained).
 	Weight       float64
 	NoNewVolumes bool
+	// AtStep, for tests only, is called at each named step of the
+	// snapshot operations (see steps.go), so that a test can kill the
+	// daemon there.
+	AtStep func(step string)
+	// ResizeWait bounds how long a resize waits for the holders of the
+	// volume to grow their device and file system (see grow.go); 0 means
+	// DefaultResizeWait. The call's own deadline bounds it too.
+	ResizeWait time.Duration
 }
 
 // Service is the storage daemon's state: registry, images and exports. It
@@ -62,14 +70,15 @@ type Service struct {
 	cfg     Config
 	dir     string // <data>/volumes
 	reg     *state.Registry
-	lock    chan struct{} // a mutex whose Lock honours a context
-	images  map[string]*qcow2.Image
+	lock    chan struct{}          // a mutex whose Lock honours a context
+	images  map[string]*liveImage  // open volumes, by name
 	exports map[string]*nbd.Export // by export name
 	closed  bool
 	// instance names this run of the daemon: a client that sees it change
 	// knows its NBD connections were closed by a restart and dials again.
 	instance string
 	counts   counters
+	growth   growth // what holders reported about growing (grow.go)
 }
 
 // counters count what the attachments went through, for metrics.
@@ -107,6 +116,9 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = monotonicClock()
 	}
+	if cfg.ResizeWait <= 0 {
+		cfg.ResizeWait = DefaultResizeWait
+	}
 	if cfg.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -121,8 +133,13 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
-		images: map[string]*qcow2.Image{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16]}
+		images: map[string]*liveImage{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16],
+		growth: newGrowth()}
 	if err := s.sweep(); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	if err := s.recoverLayers(); err != nil {
 		reg.Close()
 		return nil, err
 	}
@@ -143,6 +160,9 @@ func (s *Service) sweep() error {
 	known := map[string]bool{}
 	for _, v := range vols {
 		known[filepath.Base(v.File)] = true
+		for _, sn := range v.Snapshots {
+			known[filepath.Base(sn.File)] = true
+		}
 	}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -176,8 +196,11 @@ func (s *Service) Close() error {
 		delete(s.exports, name)
 	}
 	var errs []error
-	for name, img := range s.images {
-		if err := img.Close(); err != nil {
+	for name, lv := range s.images {
+		if lv.img == nil {
+			continue
+		}
+		if err := lv.img.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("volume %q: %w", name, err))
 		}
 		delete(s.images, name)
@@ -206,18 +229,30 @@ func (s *Service) acquire(ctx context.Context) error {
 func (s *Service) release() { <-s.lock }
 
 func (s *Service) volume(v state.Volume) api.Volume {
-	out := api.Volume{Name: v.Name, Size: v.Size, CreatedAt: v.Created, From: v.Parent,
-		Labels: v.Labels, Attachments: []api.Attachment{}}
-	var st syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(s.cfg.DataDir, v.File), &st); err == nil {
-		out.Allocated = st.Blocks * 512
+	clones, _ := s.reg.Clones(v.Name) // only names which snapshot has clones
+	out := api.Volume{Name: v.Name, Size: v.Size, CreatedAt: v.Created, From: v.Parent, FromSnapshot: v.FromSnapshot,
+		Labels: v.Labels, Attachments: []api.Attachment{}, Snapshots: s.snapshots(v, clones)}
+	if out.FromSnapshot != "" && hiddenSnapshot(out.FromSnapshot) {
+		out.FromSnapshot = "" // a clone of the volume as it was
 	}
+	out.Allocated = s.allocated(v.File)
 	now := s.cfg.Now()
 	for _, a := range v.Attachments {
+		g := s.growth.get(a.Export)
 		out.Attachments = append(out.Attachments, api.Attachment{Node: a.Node, Mode: string(a.Mode),
-			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites})
+			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites,
+			Grown: g.Size, GrowError: g.Error})
 	}
 	return out
+}
+
+// allocated is the bytes an image file occupies on disk (0 if unknown).
+func (s *Service) allocated(file string) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(s.cfg.DataDir, file), &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
 
 func checkVolumeName(name string) error { return names.CheckVolume(name) }
@@ -234,11 +269,16 @@ func (s *Service) checkSize(size int64) error {
 	return nil
 }
 
-// CreateVolume makes a volume: a new image, or with req.From an overlay of
-// that volume's image. Size may be left out for a clone (the source's).
+// CreateVolume makes a volume: a new image, or with req.From a clone: an
+// overlay of a snapshot of that volume (req.FromSnapshot), or of the
+// volume as it is now, which takes a hidden snapshot of it (see
+// snapshot.go). Size may be left out for a clone (the source's).
 func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
 	if err := checkVolumeName(req.Name); err != nil {
 		return api.Volume{}, err
+	}
+	if req.FromSnapshot != "" && req.From == "" {
+		return api.Volume{}, fmt.Errorf("from_snapshot %q needs from, the volume it is a snapshot of: %w", req.FromSnapshot, state.ErrInvalid)
 	}
 	if s.cfg.NoNewVolumes {
 		return api.Volume{}, fmt.Errorf("volume %q: this server takes no new volumes (--no-new-volumes, being drained): %w", req.Name, state.ErrInvalid)
@@ -247,70 +287,67 @@ func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.
 		return api.Volume{}, err
 	}
 	defer s.release()
-	size, backing := int64(req.Size), ""
-	if req.From != "" {
-		src, err := s.reg.GetVolume(req.From)
-		if err != nil {
-			return api.Volume{}, fmt.Errorf("clone source: %w", err)
+	v := state.Volume{Name: req.Name, Size: int64(req.Size), File: s.newFile(req.Name),
+		Parent: req.From, FromSnapshot: req.FromSnapshot, Created: s.cfg.Now().UTC(), Labels: req.Labels}
+	if req.From == "" {
+		if err := s.checkSize(v.Size); err != nil {
+			return api.Volume{}, err
 		}
-		if size == 0 {
-			size = src.Size
+		if err := s.createImage(v.Name, v.File, v.Size, ""); err != nil {
+			return api.Volume{}, err
 		}
-		if size < src.Size {
-			return api.Volume{}, fmt.Errorf("size %d is smaller than the source %q (%d): %w", size, src.Name, src.Size, state.ErrInvalid)
+		if err := s.reg.CreateVolume(v); err != nil {
+			s.removeImage(v.File)
+			return api.Volume{}, err
 		}
-		backing = filepath.Base(src.File)
+		return s.volume(v), nil
 	}
-	if err := s.checkSize(size); err != nil {
+	if err := s.createClone(v); err != nil {
 		return api.Volume{}, err
 	}
-	v := state.Volume{Name: req.Name, Size: size, File: filepath.Join(volumesDir, req.Name+imageExt),
-		Parent: req.From, Created: s.cfg.Now().UTC(), Labels: req.Labels}
-	if err := s.createImage(v, backing); err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.register(v); err != nil {
-		os.Remove(filepath.Join(s.cfg.DataDir, v.File))
+	v, err := s.reg.GetVolume(v.Name)
+	if err != nil {
 		return api.Volume{}, err
 	}
 	return s.volume(v), nil
 }
 
-// register records v. For a clone, the same transaction makes the source
-// immutable (state.Registry.CloneVolume: refused while a read-write
-// attachment of it is live, lapsed ones removed); then the exports of the
-// removed attachments are revoked, which closes their connections and
-// waits for their requests in flight, and the source's image is flushed.
-// Only then does the clone exist for anyone else (the lock is held
-// throughout), so it reads its source as of this moment. Should the
-// flush fail, the clone is removed again.
-func (s *Service) register(v state.Volume) error {
-	if v.Parent == "" {
-		return s.reg.CreateVolume(v)
+// cloneSize checks the clone's size against its source's; 0 means the
+// source's.
+func (s *Service) cloneSize(size int64, src state.Volume) (int64, error) {
+	if size == 0 {
+		size = src.Size
 	}
-	revoked, err := s.reg.CloneVolume(v, s.cfg.Now())
-	if err != nil {
-		return err
+	if size < src.Size {
+		return 0, fmt.Errorf("size %d is smaller than the source %q (%d): %w", size, src.Name, src.Size, state.ErrInvalid)
 	}
-	for _, a := range revoked {
-		s.revoke(a.Export)
-	}
-	img := s.images[v.Parent]
-	if img == nil {
-		return nil
-	}
-	if err := img.Flush(); err != nil {
-		if _, derr := s.reg.DeleteVolume(v.Name, s.cfg.Now()); derr != nil {
-			return fmt.Errorf("clone source %q: %w; removing the clone %q: %v", v.Parent, err, v.Name, derr)
-		}
-		return fmt.Errorf("clone source %q: %w", v.Parent, err)
-	}
-	return nil
+	return size, s.checkSize(size)
 }
 
-// createImage writes v's image under a temporary name and renames it into
-// place, refusing to replace a file.
-func (s *Service) createImage(v state.Volume, backing string) error {
+// newFile names a new image of volume: <name>.qcow2 for its first, a
+// random suffix for the images snapshots and rollbacks give it later.
+func (s *Service) newFile(volume string) string {
+	return filepath.Join(volumesDir, volume+imageExt)
+}
+
+// removeImage deletes an image file and its intent log; best effort, for
+// files no registry entry names (the start-up sweep catches what fails).
+func (s *Service) removeImage(file string) error {
+	path := filepath.Join(s.cfg.DataDir, file)
+	err := os.Remove(path)
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	if werr := os.Remove(qcow2.WALPath(path)); werr != nil && !errors.Is(werr, os.ErrNotExist) && err == nil {
+		err = werr
+	}
+	return err
+}
+
+// createImage writes an image of size bytes (over backing, a file in the
+// same directory, if not "") under a temporary name and renames it to
+// file, refusing to replace a file.
+func (s *Service) createImage(volume, file string, size int64, backing string) error {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := filepath.Join(s.dir, tmpPrefix+fmt.Sprintf("%x", rnd)+imageExt)
@@ -318,14 +355,14 @@ func (s *Service) createImage(v state.Volume, backing string) error {
 	if backing != "" {
 		opts = &qcow2.CreateOptions{BackingFile: backing}
 	}
-	img, err := qcow2.Create(tmp, v.Size, opts)
+	img, err := qcow2.Create(tmp, size, opts)
 	if err == nil {
 		err = img.Close()
 	}
 	if err == nil {
-		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(s.cfg.DataDir, v.File), unix.RENAME_NOREPLACE)
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(s.cfg.DataDir, file), unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
-			err = fmt.Errorf("volume %q: image file exists: %w", v.Name, state.ErrExists)
+			err = fmt.Errorf("volume %q: image file %s exists: %w", volume, filepath.Base(file), state.ErrExists)
 		}
 	}
 	if err != nil {
@@ -366,8 +403,11 @@ func (s *Service) ListVolumes(context.Context) ([]api.Volume, error) {
 	return out, nil
 }
 
-// DeleteVolume removes a volume and its image; refused (in_use) while it is
-// attached or has clones. Exports of its expired attachments are revoked.
+// DeleteVolume removes a volume with its snapshots and their files;
+// refused (in_use) while it is attached or has clones. Exports of its
+// expired attachments are revoked. A clone made from a hidden snapshot
+// (of its source as it was) that was the snapshot's last takes the
+// snapshot with it: its layer is merged away (see snapshot.go).
 func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 	if err := s.acquire(ctx); err != nil {
 		return err
@@ -388,71 +428,24 @@ func (s *Service) removeDeleted(v state.Volume) error {
 		s.revoke(a.Export)
 	}
 	var errs []error
-	if img := s.images[name]; img != nil {
+	if lv := s.images[name]; lv != nil {
 		delete(s.images, name)
-		errs = append(errs, img.Close())
-	}
-	path := filepath.Join(s.cfg.DataDir, v.File)
-	errs = append(errs, os.Remove(path))
-	if err := os.Remove(qcow2.WALPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("volume %q deleted, but removing its image: %w", name, err)
-	}
-	return nil
-}
-
-// ResizeVolume grows a volume; refused while it is attached or has clones.
-func (s *Service) ResizeVolume(ctx context.Context, name string, size int64) (api.Volume, error) {
-	if err := s.checkSize(size); err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.acquire(ctx); err != nil {
-		return api.Volume{}, err
-	}
-	defer s.release()
-	v, err := s.reg.GetVolume(name)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.checkResizable(v, size); err != nil {
-		return api.Volume{}, err
-	}
-	img, err := s.image(v)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	if err := img.Resize(size); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if err := img.Flush(); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if v, err = s.reg.UpdateVolumeSize(name, size); err != nil {
-		return api.Volume{}, err
-	}
-	return s.volume(v), nil
-}
-
-func (s *Service) checkResizable(v state.Volume, size int64) error {
-	if size < v.Size {
-		return fmt.Errorf("volume %q: size %d is smaller than %d (volumes only grow): %w", v.Name, size, v.Size, state.ErrInvalid)
-	}
-	e := &state.InUseError{Volume: v.Name}
-	now := s.cfg.Now()
-	for _, a := range v.Attachments {
-		if a.Live(now) {
-			e.Nodes = append(e.Nodes, a.Node)
+		if lv.img != nil {
+			errs = append(errs, lv.img.Close())
 		}
 	}
-	children, err := s.reg.Children(v.Name)
-	if err != nil {
-		return err
+	errs = append(errs, s.removeImage(v.File))
+	for _, sn := range v.Snapshots {
+		errs = append(errs, s.removeImage(sn.File))
 	}
-	e.Children = children
-	if len(e.Nodes) > 0 || len(e.Children) > 0 {
-		return e
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("volume %q deleted, but removing its files: %w", name, err)
+	}
+	if v.Parent != "" && hiddenSnapshot(v.FromSnapshot) {
+		if err := s.dropHidden(v.Parent, v.FromSnapshot); err != nil {
+			s.cfg.Log.WithError(err).WithFields(logrus.Fields{"volume": v.Parent, "snapshot": v.FromSnapshot}).
+				Warn("could not merge away the layer a deleted clone was made from; the next start tries again")
+		}
 	}
 	return nil
 }
@@ -464,9 +457,9 @@ func (s *Service) checkResizable(v state.Volume, size int64) error {
 // Before the image is opened, which starts a log for this boot and so
 // forgets that, the volume's read-write attachments are marked in the
 // registry: their exports then fail every flush (see lostWritesBackend).
-func (s *Service) image(v state.Volume) (*qcow2.Image, error) {
-	if img := s.images[v.Name]; img != nil {
-		return img, nil
+func (s *Service) image(v state.Volume) (*liveImage, error) {
+	if lv := s.images[v.Name]; lv != nil && lv.img != nil {
+		return lv, nil
 	}
 	path := filepath.Join(s.cfg.DataDir, v.File)
 	lost, err := qcow2.CheckLostWrites(path, s.cfg.BootID)
@@ -487,8 +480,14 @@ func (s *Service) image(v state.Volume) (*qcow2.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 	}
-	s.images[v.Name] = img
-	return img, nil
+	lv := s.images[v.Name]
+	if lv == nil {
+		lv = &liveImage{volume: v.Name}
+		s.images[v.Name] = lv
+	}
+	lv.pause()
+	lv.resume(img)
+	return lv, nil
 }
 
 // newToken returns 32 random bytes in unpadded base64url.

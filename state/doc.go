@@ -20,20 +20,24 @@
 //
 //	v1/
 //	  kind          "registry"
-//	  version       migration level, e.g. "2"
+//	  version       migration level, e.g. "3"
 //	  volumes/
 //	    <volume>/
-//	      record        {v, size, file, parent, template, created, labels}
+//	      record        {v, size, file, parent, from_snapshot, template, created, labels}
 //	      generation    last attachment generation issued (never reused)
 //	      attachments/
 //	        <node>      {v, mode, generation, expires, export, token_sha256}
 //	      children/
-//	        <volume>    "" (a clone whose parent is this volume)
+//	        <volume>    snapshot it was made from ("": this volume's own
+//	                    image, a clone made before snapshots; it keeps the
+//	                    volume immutable until a snapshot freezes the image)
+//	      snapshots/    (schema 2)
+//	        <snapshot>  {v, file (the frozen layer), created, size, hidden}
 //	  exports/
 //	    <export name>   {v, volume, node}  index of attachments by export
 //	  tokens/
 //	    <sha256 [32]>   {v, volume, node}  index of attachments by token hash
-//	  names/
+//	  names/        (schema 3)
 //	    <volume>        {v, server, created}  pool name claim: this server is
 //	                    the name's home (rendezvous hashing over the pool) and
 //	                    records which server of the pool holds the volume

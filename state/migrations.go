@@ -29,7 +29,8 @@ type schema struct {
 func registrySchema() schema {
 	return schema{kind: "registry", migrations: []migration{
 		{version: 1, name: "create volumes, exports and tokens buckets", apply: registryV1},
-		{version: 2, name: "create names bucket (pool name claims)", apply: registryV2},
+		{version: 2, name: "create a snapshots bucket in every volume", apply: registryV2},
+		{version: 3, name: "create names bucket (pool name claims)", apply: registryV3},
 	}}
 }
 
@@ -43,7 +44,19 @@ func registryV1(tx *bolt.Tx) error {
 	return createBuckets(tx, keyVolumes, keyExports, keyTokens)
 }
 
+// registryV2 gives every volume a snapshots bucket. Clones recorded before
+// have an empty value in their parent's children bucket: they read the
+// parent's own image, which stays immutable for them (see immutable).
 func registryV2(tx *bolt.Tx) error {
+	vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+	return vols.ForEachBucket(func(k []byte) error {
+		_, err := vols.Bucket(k).CreateBucketIfNotExists(keySnapshots)
+		return err
+	})
+}
+
+// registryV3 adds the pool's name claims (see pool.go).
+func registryV3(tx *bolt.Tx) error {
 	return createBuckets(tx, keyNames)
 }
 

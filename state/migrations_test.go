@@ -15,6 +15,7 @@ func migrationTests() map[string]func(*testing.T) {
 	return map[string]func(*testing.T){
 		"registry/1": testRegistryV1,
 		"registry/2": testRegistryV2,
+		"registry/3": testRegistryV3,
 		"node/1":     testNodeV1,
 	}
 }
@@ -68,9 +69,47 @@ func testRegistryV1(t *testing.T) {
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens)
 }
 
+// testRegistryV2: volumes recorded by schema 1 (a clone among them) get
+// a snapshots bucket; the clone keeps reading its parent's own image.
 func testRegistryV2(t *testing.T) {
 	db := rawDB(t, registrySchema(), 1)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		for _, v := range []Volume{{Name: "v", File: "v.qcow2"}, {Name: "c", Parent: "v", File: "c.qcow2"}} {
+			b, err := vols.CreateBucket([]byte(v.Name))
+			if err != nil {
+				return err
+			}
+			for _, sub := range [][]byte{keyAttachments, keyChildren} {
+				if _, err := b.CreateBucket(sub); err != nil {
+					return err
+				}
+			}
+			if err := putJSON(b, keyRecord, newVolumeRecord(v)); err != nil {
+				return err
+			}
+		}
+		return vols.Bucket([]byte("v")).Bucket(keyChildren).Put([]byte("c"), nil)
+	}))
 	must(t, db.Update(registryV2))
+	must(t, db.View(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		for _, n := range []string{"v", "c"} {
+			if vols.Bucket([]byte(n)).Bucket(keySnapshots) == nil {
+				return fmt.Errorf("volume %s has no snapshots bucket", n)
+			}
+		}
+		if got := immutable(vols.Bucket([]byte("v"))); fmt.Sprint(got) != "[c]" {
+			return fmt.Errorf("the clone's parent is not immutable: %v", got)
+		}
+		_, err := readVolume(vols.Bucket([]byte("v")), "v")
+		return err
+	}))
+}
+
+func testRegistryV3(t *testing.T) {
+	db := rawDB(t, registrySchema(), 2)
+	must(t, db.Update(registryV3))
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
 }
 
@@ -165,4 +204,34 @@ func TestFreshDatabaseIsAtLatest(t *testing.T) {
 			t.Errorf("%s: version %d, want %d", c.s.kind, got, want)
 		}
 	}
+}
+
+// A registry of schema 1 with a volume goes through 2 (snapshots) and 3
+// (the pool's name claims) in order when opened.
+func TestRegistryMigratesInOrder(t *testing.T) {
+	s := registrySchema()
+	db := rawDB(t, s, 1)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(keyV1).Bucket(keyVolumes).CreateBucket([]byte("v"))
+		if err != nil {
+			return err
+		}
+		for _, sub := range [][]byte{keyAttachments, keyChildren} {
+			if _, err := b.CreateBucket(sub); err != nil {
+				return err
+			}
+		}
+		return putJSON(b, keyRecord, newVolumeRecord(Volume{Name: "v", File: "v.qcow2"}))
+	}))
+	must(t, migrate(db, s))
+	if got := dbVersion(t, db, s); got != 3 {
+		t.Fatalf("version %d, want 3", got)
+	}
+	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
+	must(t, db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v")).Bucket(keySnapshots) == nil {
+			return errors.New("the volume has no snapshots bucket")
+		}
+		return nil
+	}))
 }

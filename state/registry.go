@@ -39,18 +39,19 @@ type volumeRecord struct {
 	Size     int64             `json:"size"`
 	File     string            `json:"file"`
 	Parent   string            `json:"parent,omitempty"`
+	FromSnap string            `json:"from_snapshot,omitempty"`
 	Template bool              `json:"template,omitempty"`
 	Created  time.Time         `json:"created"`
 	Labels   map[string]string `json:"labels,omitempty"`
 }
 
 func newVolumeRecord(v Volume) volumeRecord {
-	return volumeRecord{V: recordVersion, Size: v.Size, File: v.File, Parent: v.Parent,
+	return volumeRecord{V: recordVersion, Size: v.Size, File: v.File, Parent: v.Parent, FromSnap: v.FromSnapshot,
 		Template: v.Template, Created: v.Created, Labels: v.Labels}
 }
 
 func (rec volumeRecord) volume(name string) Volume {
-	return Volume{Name: name, Size: rec.Size, File: rec.File, Parent: rec.Parent,
+	return Volume{Name: name, Size: rec.Size, File: rec.File, Parent: rec.Parent, FromSnapshot: rec.FromSnap,
 		Template: rec.Template, Created: rec.Created, Labels: rec.Labels}
 }
 
@@ -80,26 +81,21 @@ func checkNewVolume(v Volume) ([]byte, error) {
 	return k, nil
 }
 
-// CloneVolume records v, a clone of the volume v.Parent, and makes the
-// parent immutable in the same transaction: a clone reads its parent's
-// image, which must not change from then on. It is refused with an
-// *InUseError (ErrInUse) naming the holder while a read-write attachment
-// of the parent is live at now; read-write attachments that have lapsed
-// are removed with their export names and returned, so that the caller
-// closes their connections before anyone reads the clone. Read-only
-// attachments stay. ErrNotFound when the parent does not exist, ErrExists
-// when v's name is taken.
-func (r *Registry) CloneVolume(v Volume, now time.Time) ([]Attachment, error) {
+// CloneVolume records v, a clone of the snapshot v.FromSnapshot of the
+// volume v.Parent: its image is an overlay of the snapshot's layer, which
+// never changes, so the parent goes on as before. ErrNotFound when the
+// parent or the snapshot does not exist, ErrExists when v's name is taken.
+// (CreateSnapshot records a clone of a volume as it is.)
+func (r *Registry) CloneVolume(v Volume) error {
 	k, err := checkNewVolume(v)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pk, err := key("parent volume", v.Parent)
+	pk, sk, err := snapshotKeys(v.Parent, v.FromSnapshot)
 	if err != nil {
-		return nil, volumeErr(v.Name, err)
+		return volumeErr(v.Name, err)
 	}
-	var revoked []Attachment
-	err = r.s.update(func(root *bolt.Bucket) error {
+	return r.s.update(func(root *bolt.Bucket) error {
 		vols := root.Bucket(keyVolumes)
 		if vols.Bucket(k) != nil {
 			return volumeErr(v.Name, ErrExists)
@@ -108,63 +104,39 @@ func (r *Registry) CloneVolume(v Volume, now time.Time) ([]Attachment, error) {
 		if pb == nil {
 			return volumeErr(v.Name, fmt.Errorf("parent %q: %w", v.Parent, ErrNotFound))
 		}
-		if revoked, err = freeze(root, pb, v.Parent, now); err != nil {
-			return err
+		if _, err := readSnapshot(pb, v.Parent, sk); err != nil {
+			return volumeErr(v.Name, err)
 		}
 		return createVolume(vols, k, v)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return revoked, nil
 }
 
-// freeze makes the volume in b immutable: refused while a read-write
-// attachment is live at now, else its lapsed read-write attachments are
-// removed and returned.
-func freeze(root, b *bolt.Bucket, name string, now time.Time) ([]Attachment, error) {
-	held, err := readAttachments(b, name)
-	if err != nil {
-		return nil, err
-	}
-	e := &InUseError{Volume: name}
-	var gone []Attachment
-	for _, a := range held {
-		switch {
-		case a.Mode != ModeRW:
-		case a.Live(now):
-			e.Nodes = append(e.Nodes, a.Node)
-		default:
-			gone = append(gone, a)
+// immutable returns what keeps the volume in b from changing: clones made
+// before snapshots existed, which read its own image. A read-write
+// attachment of it is neither renewed nor served. (A snapshot ends that:
+// see adoptLegacyClones.)
+func immutable(b *bolt.Bucket) []string {
+	var out []string
+	for _, c := range readClones(b) {
+		if c.Snapshot == "" {
+			out = append(out, c.Name)
 		}
 	}
-	if len(e.Nodes) > 0 {
-		return nil, e
-	}
-	for _, a := range gone {
-		if err := deleteAttachment(root, b, a); err != nil {
-			return nil, volumeErr(name, err)
-		}
-	}
-	return gone, nil
+	return out
 }
-
-// immutable returns what keeps the volume in b from changing: its clones.
-// A read-write attachment of it is neither renewed nor served.
-func immutable(b *bolt.Bucket) []string { return keys(b.Bucket(keyChildren)) }
 
 func createVolume(vols *bolt.Bucket, k []byte, v Volume) error {
 	if vols.Bucket(k) != nil {
 		return volumeErr(v.Name, ErrExists)
 	}
-	if err := linkChild(vols, v.Parent, k); err != nil {
+	if err := linkChild(vols, v.Parent, k, v.FromSnapshot); err != nil {
 		return volumeErr(v.Name, err)
 	}
 	b, err := vols.CreateBucket(k)
 	if err != nil {
 		return volumeErr(v.Name, err)
 	}
-	for _, sub := range [][]byte{keyAttachments, keyChildren} {
+	for _, sub := range [][]byte{keyAttachments, keyChildren, keySnapshots} {
 		if _, err := b.CreateBucket(sub); err != nil {
 			return volumeErr(v.Name, err)
 		}
@@ -172,8 +144,9 @@ func createVolume(vols *bolt.Bucket, k []byte, v Volume) error {
 	return putJSON(b, keyRecord, newVolumeRecord(v))
 }
 
-// linkChild records child under parent's children; nothing when parent is "".
-func linkChild(vols *bolt.Bucket, parent string, child []byte) error {
+// linkChild records child under parent's children, made from snapshot;
+// nothing when parent is "".
+func linkChild(vols *bolt.Bucket, parent string, child []byte, snapshot string) error {
 	if parent == "" {
 		return nil
 	}
@@ -181,7 +154,7 @@ func linkChild(vols *bolt.Bucket, parent string, child []byte) error {
 	if pb == nil {
 		return fmt.Errorf("parent %q: %w", parent, ErrNotFound)
 	}
-	return pb.Bucket(keyChildren).Put(child, nil)
+	return pb.Bucket(keyChildren).Put(child, []byte(snapshot))
 }
 
 // GetVolume returns the volume with its attachments; ErrNotFound if absent.
@@ -235,8 +208,10 @@ func readVolume(b *bolt.Bucket, name string) (Volume, error) {
 		return Volume{}, volumeErr(name, err)
 	}
 	v := rec.volume(name)
-	atts, err := readAttachments(b, name)
-	v.Attachments = atts
+	if v.Attachments, err = readAttachments(b, name); err != nil {
+		return Volume{}, err
+	}
+	v.Snapshots, err = readSnapshots(b, name)
 	return v, err
 }
 
@@ -298,10 +273,11 @@ func keys(b *bolt.Bucket) []string {
 	return out
 }
 
-// DeleteVolume removes a volume and returns what it was, so the caller
-// can remove its image after the commit. It is refused with an
-// *InUseError (ErrInUse) while the volume has an attachment live at now
-// or clones. Expired attachments are dropped with the volume.
+// DeleteVolume removes a volume with its snapshots and returns what it
+// was, so the caller can remove its image and its snapshots' layers after
+// the commit. It is refused with an *InUseError (ErrInUse) while the
+// volume has an attachment live at now or clones (of it or of any of its
+// snapshots). Expired attachments are dropped with the volume.
 func (r *Registry) DeleteVolume(name string, now time.Time) (Volume, error) {
 	k, err := key("volume", name)
 	if err != nil {

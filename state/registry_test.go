@@ -31,7 +31,7 @@ func TestCreateVolumeRefusesBadInput(t *testing.T) {
 	r := openRegistry(t)
 	wantErr(t, r.CreateVolume(Volume{Name: ""}), ErrInvalid)
 	wantErr(t, r.CreateVolume(Volume{Name: "x", Size: -1}), ErrInvalid)
-	_, err := r.CloneVolume(Volume{Name: "clone", Parent: "missing"}, t0)
+	err := r.CloneVolume(Volume{Name: "clone", Parent: "missing", FromSnapshot: "s"})
 	wantErr(t, err, ErrNotFound)
 	if _, err := r.GetVolume("clone"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("volume with a missing parent was recorded: %v", err)
@@ -107,10 +107,11 @@ func TestUpdateVolumeSize(t *testing.T) {
 
 func TestChildrenAndDeleteOrder(t *testing.T) {
 	r := openRegistry(t)
-	must(t, r.CreateVolume(Volume{Name: "base", Template: true}))
+	must(t, r.CreateVolume(Volume{Name: "base", Template: true, File: "base.qcow2"}))
+	_, err := r.CreateSnapshot(Snapshot{Name: "s", Volume: "base"}, "base.1.qcow2", nil)
+	must(t, err)
 	for _, c := range []string{"c2", "c1"} {
-		_, err := r.CloneVolume(Volume{Name: c, Parent: "base"}, t0)
-		must(t, err)
+		must(t, r.CloneVolume(Volume{Name: c, Parent: "base", FromSnapshot: "s"}))
 	}
 	kids, err := r.Children("base")
 	must(t, err)
@@ -142,7 +143,7 @@ func TestChildrenAndDeleteOrder(t *testing.T) {
 	}
 	v, err := r.DeleteVolume("base", t0)
 	must(t, err)
-	if !v.Template {
+	if !v.Template || len(v.Snapshots) != 1 || v.Snapshots[0].File != "base.qcow2" {
 		t.Fatalf("deleted %+v", v)
 	}
 	_, err = r.DeleteVolume("base", t0)

@@ -21,17 +21,23 @@ func (m Mode) Valid() bool { return m == ModeRW || m == ModeRO }
 
 // Volume is one entry of the storage daemon's registry.
 type Volume struct {
-	Name     string
-	Size     int64             // bytes
-	File     string            // image path relative to the data directory
-	Parent   string            // volume or template it was cloned from; "" if none
-	Template bool              // a template: a base for clones
-	Created  time.Time         // as given by the caller
-	Labels   map[string]string // free-form
+	Name   string
+	Size   int64  // bytes
+	File   string // image path relative to the data directory
+	Parent string // volume or template it was cloned from; "" if none
+	// FromSnapshot: the snapshot of Parent the clone was made from ("" for
+	// a clone of Parent's own image, made before snapshots existed).
+	FromSnapshot string
+	Template     bool              // a template: a base for clones
+	Created      time.Time         // as given by the caller
+	Labels       map[string]string // free-form
 
 	// Attachments is filled by GetVolume and ListVolumes (sorted by node)
 	// and ignored by CreateVolume.
 	Attachments []Attachment
+	// Snapshots is filled by GetVolume and ListVolumes (oldest first), hidden
+	// ones included, and ignored by CreateVolume.
+	Snapshots []Snapshot
 }
 
 // Attachment is a node's lease on a volume's NBD export.

@@ -320,3 +320,43 @@ func TestListWithAPoolServerDown(t *testing.T) {
 		t.Fatalf("Get of a volume on the server that is down = %+v, %v", g, err)
 	}
 }
+
+// TestCreateRacesAnotherHost: every node of a Swarm calls Create for a
+// service's volume at once, each after its own Get found nothing. The
+// create that finds the volume made by another host in the meantime, with
+// the same type, succeeds and takes the volume as it is (the creator's
+// options), as Docker does with a name it knows; nothing is made twice.
+func TestCreateRacesAnotherHost(t *testing.T) {
+	r := newRig(t, time.Second)
+	other := r.otherHost(t)
+	if err := other.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"size": "2G", "uid": "999"}}); err != nil {
+		t.Fatal(err)
+	}
+	// This host's dockerd asked Get before the other host's Create landed.
+	if err := r.d.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"size": "1G"}}); err != nil {
+		t.Fatalf("Create of a volume another host made at the same time: %v", err)
+	}
+	if o := r.nbd.vols["db"]; o.Size != 2<<30 || o.UID != 999 {
+		t.Fatalf("the volume was changed: %+v", o)
+	}
+	v, err := r.store.GetVolume("db")
+	if err != nil || v.Type != "nbd" || v.Options["uid"] != "999" {
+		t.Fatalf("this host's record: %+v, %v", v, err)
+	}
+	if _, err := r.d.Mount(&volume.MountRequest{Name: "db", ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.nbd.mountedAs["db"]; got.UID != 999 {
+		t.Fatalf("mounted with %+v, want the creator's options (uid 999)", got)
+	}
+	// The same for an nfs volume.
+	if err := other.Create(&volume.CreateRequest{Name: "web", Options: map[string]string{"type": "nfs"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Create(&volume.CreateRequest{Name: "web", Options: map[string]string{"type": "nfs"}}); err != nil {
+		t.Fatalf("nfs: %v", err)
+	}
+	if len(r.nbd.vols) != 1 || len(r.nfs.vols) != 1 {
+		t.Fatalf("volumes: nbd %v nfs %v", r.nbd.vols, r.nfs.vols)
+	}
+}

@@ -21,18 +21,19 @@ func CheckName(name string) error { return names.CheckVolume(name) }
 
 // optionTypes says which volume types take each option; the allowlist.
 var optionTypes = map[string][]string{
-	"type":       {backend.TypeNFS, backend.TypeNBD},
-	"size":       {backend.TypeNBD},
-	"from":       {backend.TypeNBD},
-	"uid":        {backend.TypeNFS, backend.TypeNBD},
-	"gid":        {backend.TypeNFS, backend.TypeNBD},
-	"mode":       {backend.TypeNFS, backend.TypeNBD},
-	"fs":         {backend.TypeNBD},
-	"mkfs-opts":  {backend.TypeNBD},
-	"mount-opts": {backend.TypeNFS, backend.TypeNBD},
-	"on-remove":  {backend.TypeNFS},
-	"server":     {backend.TypeNFS, backend.TypeNBD},
-	"export":     {backend.TypeNFS},
+	"type":          {backend.TypeNFS, backend.TypeNBD},
+	"size":          {backend.TypeNBD},
+	"from":          {backend.TypeNBD},
+	"from-snapshot": {backend.TypeNBD},
+	"uid":           {backend.TypeNFS, backend.TypeNBD},
+	"gid":           {backend.TypeNFS, backend.TypeNBD},
+	"mode":          {backend.TypeNFS, backend.TypeNBD},
+	"fs":            {backend.TypeNBD},
+	"mkfs-opts":     {backend.TypeNBD},
+	"mount-opts":    {backend.TypeNFS, backend.TypeNBD},
+	"on-remove":     {backend.TypeNFS},
+	"server":        {backend.TypeNFS, backend.TypeNBD},
+	"export":        {backend.TypeNFS},
 }
 
 // acceptedOptions lists the allowlist for error messages.
@@ -53,8 +54,15 @@ type Parsed struct {
 
 // optionParsers fill one field of backend.Options each.
 var optionParsers = map[string]func(v string, o *backend.Options) error{
-	"size":       parseSizeOpt,
-	"from":       func(v string, o *backend.Options) error { o.From = v; return CheckName(v) },
+	"size": parseSizeOpt,
+	"from": func(v string, o *backend.Options) error { o.From = v; return CheckName(v) },
+	"from-snapshot": func(v string, o *backend.Options) error {
+		o.FromSnapshot = v
+		if err := names.CheckVolume(v); err != nil {
+			return fmt.Errorf("option from-snapshot: snapshot name %q: want %s: %w", v, names.VolumeRule, backend.ErrInvalid)
+		}
+		return nil
+	},
 	"uid":        func(v string, o *backend.Options) error { return parseID("uid", v, &o.UID) },
 	"gid":        func(v string, o *backend.Options) error { return parseID("gid", v, &o.GID) },
 	"mode":       parseMode,
@@ -85,6 +93,9 @@ func ParseOptions(raw map[string]string, defaultType string, defaultSize int64) 
 		if err := parseOption(p.Type, k, raw[k], &p.Options); err != nil {
 			return Parsed{}, err
 		}
+	}
+	if p.Options.FromSnapshot != "" && p.Options.From == "" {
+		return Parsed{}, fmt.Errorf("option from-snapshot=%q needs from=VOLUME, the volume it is a snapshot of: %w", p.Options.FromSnapshot, backend.ErrInvalid)
 	}
 	if p.Type == backend.TypeNBD {
 		if p.Options.Size == 0 {

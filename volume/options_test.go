@@ -62,3 +62,20 @@ func FuzzParseOptions(f *testing.F) {
 		}
 	})
 }
+
+func TestParseOptionsFromSnapshot(t *testing.T) {
+	p, err := ParseOptions(map[string]string{"from": "db", "from-snapshot": "nightly"}, "nbd", 1)
+	if err != nil || p.Options.From != "db" || p.Options.FromSnapshot != "nightly" {
+		t.Fatalf("%+v %v", p, err)
+	}
+	for raw, want := range map[string]map[string]string{
+		"needs from=VOLUME":       {"from-snapshot": "nightly"},
+		"snapshot name":           {"from": "db", "from-snapshot": "../x"},
+		"only to nbd":             {"type": "nfs", "from-snapshot": "x"},
+		"from, from-snapshot, fs": {"from_snapshot": "x"},
+	} {
+		if _, err := ParseOptions(want, "nbd", 1); err == nil || !strings.Contains(err.Error(), raw) {
+			t.Errorf("ParseOptions(%v) = %v, want an error saying %q", want, err, raw)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 		// again stops that mount's helper, which the first pass kept.
 		hooks.afterReconcile = append(hooks.afterReconcile, adopt)
 		b, err := blockvol.New(blockvol.Config{Servers: servers, Node: f.node, NBDAddr: f.nbdAddr,
-			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
+			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{}, FSGrower: blockvol.Ext4Grower{},
 			Log: log.WithField("component", "nbd")})
 		if err != nil {
 			return nil, nil, err

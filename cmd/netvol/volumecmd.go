@@ -40,7 +40,7 @@ there is one (its address and token under <state-dir>/server).`,
 	pf.BoolVar(&v.json, "json", false, "print JSON instead of a table")
 	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long (move: give more for big volumes)")
 	cmd.AddCommand(v.lsCommand(), v.inspectCommand(), v.createCommand(defs), v.cloneCommand(),
-		v.resizeCommand(), v.rmCommand(), v.moveCommand())
+		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(), v.moveCommand())
 	return cmd
 }
 
@@ -97,37 +97,94 @@ Sizes are binary: 10G = 10GiB; plain numbers are bytes.`,
 	fl.StringVar(&c.Type, "type", "", "nbd or nfs (default: --default-type)")
 	fl.StringVar(&c.Size, "size", "", "nbd: the size, such as 10G or 512M (default: --default-size; a clone's: its source's)")
 	fl.StringVar(&c.From, "from", "", "nbd: clone this volume")
+	fl.StringVar(&c.FromSnapshot, "from-snapshot", "", "nbd: with --from, clone this snapshot of it")
 	fl.StringArrayVarP(&c.Opts, "opt", "o", nil, "a volume option KEY=VALUE, as docker volume create -o (repeatable)")
 	adoptFlags(defs, cmd, false, "default-type", "default-size")
 	return cmd
 }
 
 func (v *volumeCmd) cloneCommand() *cobra.Command {
-	var size string
+	var size, snap string
 	cmd := &cobra.Command{
-		Use:   "clone SOURCE NAME [--size SIZE]",
-		Short: "Clone an nbd volume: NAME starts as a copy of SOURCE (refused while SOURCE is attached read-write)",
-		Long: `Clone an nbd volume on the storage daemon. The clone's image is backed by
-SOURCE's (qcow2 copy on write): it starts with SOURCE's data and size (or
---size, at least SOURCE's), and SOURCE cannot be removed or resized while
-clones depend on it.`,
+		Use:   "clone SOURCE NAME [--snapshot SNAP] [--size SIZE]",
+		Short: "Clone an nbd volume (also while it is in use) or one of its snapshots",
+		Long: `Clone an nbd volume on the storage daemon, also while it is attached and
+written: NAME starts with SOURCE's data as it is now (every write flushed
+before, crash-consistent), or as it was at snapshot SNAP, and SOURCE's size
+(or --size, at least SOURCE's). Both go on independently, read-write. The
+clone reads a frozen layer of SOURCE (qcow2 copy on write), so SOURCE cannot
+be removed while clones depend on it.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return v.ops(cmd).Create(cmd.Context(), args[1], opcmd.CreateArgs{Type: backend.TypeNBD, From: args[0], Size: size})
+			return v.ops(cmd).Create(cmd.Context(), args[1], opcmd.CreateArgs{Type: backend.TypeNBD, From: args[0], FromSnapshot: snap, Size: size})
 		},
 	}
 	cmd.Flags().StringVar(&size, "size", "", "the clone's size, such as 20G (default: SOURCE's)")
+	cmd.Flags().StringVar(&snap, "snapshot", "", "clone this snapshot of SOURCE instead of SOURCE as it is")
 	return cmd
+}
+
+func (v *volumeCmd) snapshotCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Take, list and remove snapshots of nbd volumes",
+		Long: `A snapshot holds an nbd volume's data as it was when taken: every write
+flushed before it (crash-consistent), also while the volume is attached and
+written, without the writer noticing. It takes the space of the clusters
+changed since. Clone one with netvol volume clone --snapshot, roll a detached
+volume back to one with netvol volume rollback.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create VOLUME SNAP",
+		Short: "Take snapshot SNAP of VOLUME (also while it is attached)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.ops(cmd).SnapshotCreate(cmd.Context(), args[0], args[1])
+		},
+	}, &cobra.Command{
+		Use:     "ls VOLUME",
+		Aliases: []string{"list"},
+		Short:   "List VOLUME's snapshots: NAME CREATED SIZE ALLOCATED CLONES",
+		Args:    cobra.ExactArgs(1),
+		RunE:    func(cmd *cobra.Command, args []string) error { return v.ops(cmd).SnapshotLs(cmd.Context(), args[0]) },
+	}, &cobra.Command{
+		Use:   "rm VOLUME SNAP",
+		Short: "Remove snapshot SNAP of VOLUME and free its space (refused while clones depend on it)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.ops(cmd).SnapshotRm(cmd.Context(), args[0], args[1])
+		},
+	})
+	return cmd
+}
+
+func (v *volumeCmd) rollbackCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollback VOLUME SNAP",
+		Short: "Reset a detached nbd volume to its snapshot SNAP (what it holds now is lost)",
+		Long: `Reset an nbd volume to its snapshot SNAP: the volume's data since then is
+discarded. Refused while a node has the volume attached. Its snapshots, SNAP
+and the later ones, stay.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.ops(cmd).Rollback(cmd.Context(), args[0], args[1])
+		},
+	}
 }
 
 func (v *volumeCmd) resizeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resize NAME SIZE",
-		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE; refused while attached",
+		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE, also while it is mounted",
 		Long: `Grow an nbd volume on the storage daemon to SIZE, or by +SIZE. Volumes only
-grow. The daemon refuses while a node has the volume attached, or while clones
-depend on it. Only the block device grows: the ext4 file system inside keeps
-its size (netvol does not run resize2fs).`,
+grow, and a volume that clones depend on cannot grow. While a host has the
+volume mounted, that host grows its device and the ext4 file system on it
+online (a running container sees the new size), and the command returns once
+it has; should it not within the daemon's wait (20 s), the command says which
+host is pending and why, and exits non-zero. A volume not mounted anywhere
+grows its file system at its next mount.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return v.ops(cmd).Resize(cmd.Context(), args[0], args[1])

@@ -123,16 +123,34 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	}
 	_, err = d.vol(t, "rm", "data")
 	wantErr(t, err, `removing nbd volume "data"`, d.URL, `attached by node "web1"`, "stop the containers")
+	// An attached volume grows; the command waits for the holder, which
+	// here reports as a plugin would once it sees the size in a renewal.
+	holder := func(size int64, report api.GrownReport) {
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if l, err := d.API.Renew(ctx, "data", "web1"); err == nil && l.Size == size {
+				if err := d.API.ReportGrown(ctx, "data", "web1", report); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+		t.Error("the renewal never carried the new size")
+	}
+	go holder(96<<20, api.GrownReport{Size: 96 << 20})
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 64MiB -> 96MiB (the holder's device and file system too: usable now)") {
+		t.Fatalf("resize of an attached volume printed %q", out)
+	}
+	go holder(128<<20, api.GrownReport{Size: 96 << 20, Error: "EXT4_IOC_RESIZE_FS: read-only file system"})
 	_, err = d.vol(t, "resize", "data", "128M")
-	wantErr(t, err, `resizing nbd volume "data"`, `attached by node "web1"`, "then retry")
+	wantErr(t, err, `the image has grown to 128MiB`, `node "web1" could not grow`, "read-only file system")
 	if err := d.API.Detach(ctx, "data", "web1"); err != nil {
 		t.Fatal(err)
 	}
-	if out := d.mustVol(t, "resize", "data", "+64M"); !strings.Contains(out, "data: 64MiB -> 128MiB") {
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 128MiB -> 160MiB (its file system grows at its next mount)") {
 		t.Fatalf("resize printed %q", out)
 	}
 	_, err = d.vol(t, "resize", "data", "100M")
-	wantErr(t, err, "has 128MiB already", "only grow")
+	wantErr(t, err, "has 160MiB already", "only grow")
 	var v opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "resize", "data", "1G", "--json")), &v); err != nil || v.Size != 1<<30 {
 		t.Fatalf("resize --json: %v %+v", err, v)
@@ -303,4 +321,54 @@ func TestVolumeUsesLocalDaemon(t *testing.T) {
 	// Elsewhere (another state directory) there is none.
 	_, err = netvol(t, "volume", "ls", "--state-dir", t.TempDir())
 	wantErr(t, err, "no server configured, and no netvol run on this host", "--server")
+}
+
+// netvol volume snapshot create|ls|rm, clone --snapshot, rollback and
+// inspect's snapshots, against a daemon.
+func TestVolumeSnapshotCommands(t *testing.T) {
+	d := startVCDaemon(t)
+	d.mustVol(t, "create", "db", "--size", "64M")
+	if out := d.mustVol(t, "snapshot", "create", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("snapshot create printed %q", out)
+	}
+	_, err := d.vol(t, "snapshot", "create", "db", "nightly")
+	wantErr(t, err, `snapshot "nightly"`, "exists")
+	_, err = d.vol(t, "snapshot", "create", "db", "../x")
+	wantErr(t, err, "snapshot", "letter or digit")
+	d.mustVol(t, "clone", "db", "test-db", "--snapshot", "nightly")
+	d.mustVol(t, "create", "db2", "--from", "db", "--from-snapshot", "nightly")
+	rows := tableRows(d.mustVol(t, "snapshot", "ls", "db"))
+	if len(rows) != 2 || strings.Join(rows[0], " ") != "NAME CREATED SIZE ALLOCATED CLONES" || rows[1][0] != "nightly" ||
+		rows[1][2] != "64MiB" || strings.Join(rows[1][4:], " ") != "db2, test-db" {
+		t.Fatalf("snapshot ls: %q", rows)
+	}
+	out := d.mustVol(t, "inspect", "test-db")
+	if !strings.Contains(out, "From:        db@nightly") {
+		t.Fatalf("inspect of a clone of a snapshot:\n%s", out)
+	}
+	out = d.mustVol(t, "inspect", "db")
+	if !strings.Contains(out, "Snapshots:   1") || !regexpMatch(`\n  NAME +CREATED +SIZE +ALLOCATED +CLONES\n  nightly +\S+Z +64MiB `, out) {
+		t.Fatalf("inspect of a volume with a snapshot:\n%s", out)
+	}
+	_, err = d.vol(t, "snapshot", "rm", "db", "nightly")
+	wantErr(t, err, `snapshot "nightly" of volume "db" is in use`, `"db2"`, `"test-db"`)
+	if _, err := d.API.Attach(context.Background(), "db", "web1", api.ModeRW); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.vol(t, "rollback", "db", "nightly")
+	wantErr(t, err, `"web1"`)
+	if err := d.API.Detach(context.Background(), "db", "web1"); err != nil {
+		t.Fatal(err)
+	}
+	if out := d.mustVol(t, "rollback", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("rollback printed %q", out)
+	}
+	d.mustVol(t, "rm", "test-db")
+	d.mustVol(t, "rm", "db2")
+	if out := d.mustVol(t, "snapshot", "rm", "db", "nightly"); out != "db@nightly\n" {
+		t.Fatalf("snapshot rm printed %q", out)
+	}
+	if rows := tableRows(d.mustVol(t, "snapshot", "ls", "db")); len(rows) != 1 {
+		t.Fatalf("snapshot ls after rm: %q", rows)
+	}
 }

@@ -16,13 +16,16 @@ import (
 const cacheEnv = "NETVOL_E2E_CACHE"
 
 // Main runs a test binary's tests with a per-run artifact cache and removes
-// the cache afterwards. Call it from TestMain:
+// the cache afterwards, and stops the rpcbind the NFS fixtures started, if
+// they started one. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(node.Main(m)) }
 //
 // The cache lives in the environment rather than in a package variable so the
-// harness holds no mutable global state.
+// harness holds no mutable global state; the rpcbind is the one exception,
+// since the host has one for all tests (see ensureRPCBind).
 func Main(m *testing.M) int {
+	defer stopRPCBind()
 	if os.Getenv(cacheEnv) != "" {
 		return m.Run()
 	}

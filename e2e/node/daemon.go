@@ -36,21 +36,38 @@ func StartDaemon(t testing.TB, logPath string, argv ...string) *Daemon {
 // may outlive t (a daemon restarted by a subtest serves the whole test).
 func startDaemon(t, owner testing.TB, logPath string, argv ...string) *Daemon {
 	t.Helper()
-	log, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	return startDaemonIn(t, owner, 0, logPath, argv...)
+}
+
+// startDaemonIn is startDaemon with extra clone flags for the process, such
+// as syscall.CLONE_NEWNET for a network namespace of its own.
+func startDaemonIn(t, owner testing.TB, cloneflags uintptr, logPath string, argv ...string) *Daemon {
+	t.Helper()
+	d, err := spawnDaemon(cloneflags, logPath, argv...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	owner.Cleanup(d.Stop)
+	return d
+}
+
+// spawnDaemon starts a daemon that no test owns: the caller stops it. It
+// dies with the test binary all the same.
+func spawnDaemon(cloneflags uintptr, logPath string, argv ...string) (*Daemon, error) {
+	log, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	defer log.Close()
 	cmd := command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: cloneflags}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", argv[0], err)
+		return nil, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
 	d := &Daemon{Name: argv[0], LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.exited) }()
-	owner.Cleanup(d.Stop)
-	return d
+	return d, nil
 }
 
 // Stop asks the daemon to terminate and kills it if it has not within ten

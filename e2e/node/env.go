@@ -11,7 +11,7 @@ import (
 )
 
 // InCI reports whether the suite runs in CI (CI=true). There the environment
-// is installed by .ci/run, so anything missing is a failure, not a skip.
+// is installed by .ci/run (make deps), so anything missing is a failure, not a skip.
 func InCI() bool {
 	v := os.Getenv("CI")
 	return v == "true" || v == "1"
@@ -47,7 +47,7 @@ func RequireTools(t testing.TB, tools ...string) {
 		}
 	}
 	if len(missing) > 0 {
-		Unavailable(t, "missing programs %v (install the packages listed in .ci/run)", missing)
+		Unavailable(t, "missing programs %v (as root, `make deps` installs them)", missing)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,8 +26,16 @@ type NFSServer struct {
 	*Daemon
 }
 
-// StartNFSServer starts rpcbind (unless one runs already) and nfs-ganesha
-// on ports of its own, stopped when the test ends. The exported directories
+// StartNFSServer starts nfs-ganesha on ports of its own, stopped when the
+// test ends, and rpcbind unless one runs already (that one runs until the
+// test binary ends: see ensureRPCBind).
+//
+// rpcbind holds one port per program and version on a host: ganesha takes
+// the NFS and MOUNT registrations over as it starts and removes them as it
+// stops, whoever made them (checked with nfs-ganesha 4.3). So an NFS server
+// the host runs loses its registrations to the fixture, and two fixtures at
+// once take them from each other (suites that ask rpcbind do not run in
+// parallel). The exported directories
 // are world-writable so squashed users can create files in them.
 func StartNFSServer(t testing.TB) *NFSServer {
 	t.Helper()
@@ -51,7 +60,7 @@ func StartNFSServer(t testing.TB) *NFSServer {
 	if err := os.WriteFile(conf, []byte(s.config(filepath.Join(dir, "recovery"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ensureRPCBind(t, dir)
+	ensureRPCBind(t)
 	s.Daemon = StartDaemon(t, filepath.Join(dir, "ganesha.out"), "ganesha.nfsd", "-F",
 		"-f", conf, "-L", filepath.Join(dir, "ganesha.log"), "-p", filepath.Join(dir, "ganesha.pid"), "-N", "NIV_EVENT")
 	waitReady(t, s.Daemon, s.Port)
@@ -92,28 +101,80 @@ func (s *NFSServer) MountCommand(export, version, target string) string {
 	return fmt.Sprintf("mkdir -p %s && mount -t nfs -o %s %s:%s %s", target, s.MountOptions(version), HostAddr, export, target)
 }
 
+// rpcbind is the rpcbind this test binary started, if any. It serves every
+// NFS server of the run, so it lives as long as the binary: stopped by Main
+// after the last test, or killed with the binary.
+var rpcbind struct {
+	sync.Mutex
+	d   *Daemon
+	dir string
+}
+
 // ensureRPCBind starts rpcbind unless one already answers: ganesha exits
-// when it cannot register its v3 services. An rpcbind found running is left
-// alone; one started here stops with the test.
-func ensureRPCBind(t testing.TB, dir string) {
+// when it cannot register its v3 services. An rpcbind found running, the
+// host's own or another's, is left alone: never restarted, never stopped.
+//
+// One started here is not stopped when the test that started it ends:
+// NFS servers of other tests (and any the host starts meanwhile) have
+// registered with it since, and stopping it would drop their registrations
+// while they run, and make the next test start another.
+func ensureRPCBind(t testing.TB) {
 	t.Helper()
-	if conn, err := net.DialTimeout("tcp", "127.0.0.1:111", time.Second); err == nil {
-		conn.Close()
+	rpcbind.Lock()
+	defer rpcbind.Unlock()
+	if rpcbindAnswers() {
 		return
 	}
-	// -f: stay in the foreground so the fixture owns the process; -w: warm
-	// start, as in TESTING.md.
-	d := StartDaemon(t, filepath.Join(dir, "rpcbind.log"), "rpcbind", "-f", "-w")
+	if rpcbind.dir == "" {
+		dir, err := os.MkdirTemp("", "netvol-e2e-rpcbind-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rpcbind.dir = dir
+	}
+	// -f: stay in the foreground so the fixture owns the process. No -w:
+	// a warm start would load the registrations of whatever rpcbind last
+	// stopped on this host, servers long gone.
+	d, err := spawnDaemon(0, filepath.Join(rpcbind.dir, "rpcbind.log"), "rpcbind", "-f")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.WaitTCP(ctx, "127.0.0.1:111"); err != nil {
-		// Suites run in parallel: another one may have started rpcbind
-		// between the check above and ours, and ours then exits.
-		if conn, derr := net.DialTimeout("tcp", "127.0.0.1:111", time.Second); derr == nil {
-			conn.Close()
+		d.Kill()
+		// Another test binary may have started rpcbind since the check
+		// above; ours then exits ("another rpcbind is already running").
+		if rpcbindAnswers() {
 			return
 		}
 		t.Fatal(err)
+	}
+	rpcbind.d = d
+}
+
+func rpcbindAnswers() bool {
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:111", time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// stopRPCBind stops the rpcbind ensureRPCBind started, if any. It kills it:
+// on SIGTERM rpcbind writes its table to /run/rpcbind for a warm start,
+// over what the host's own rpcbind may have saved there.
+func stopRPCBind() {
+	rpcbind.Lock()
+	defer rpcbind.Unlock()
+	if rpcbind.d != nil {
+		rpcbind.d.Kill()
+		rpcbind.d = nil
+	}
+	if rpcbind.dir != "" {
+		os.RemoveAll(rpcbind.dir)
+		rpcbind.dir = ""
 	}
 }
 

@@ -7,14 +7,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// HostDocker is a dockerd on the host itself, with its own data, exec root
-// and socket, so it touches nothing of a Docker the machine may run. Its
-// kernel has neither NBD nor NFS: use it for the calls that mount nothing
-// (create, inspect, ls, rm).
+// HostDocker is a dockerd on the host itself, with its own data, exec root,
+// socket and network namespace, so it touches nothing of a Docker the
+// machine may run nor the host's network. Its kernel has neither NBD nor
+// NFS: use it for the calls that mount nothing (create, inspect, ls, rm) and
+// for userspace attaches.
 type HostDocker struct {
 	Socket string
 	*Daemon
@@ -27,7 +29,23 @@ func StartHostDocker(t testing.TB) *HostDocker {
 	RequireTools(t, "dockerd", "docker", "containerd")
 	dir := t.TempDir()
 	d := &HostDocker{Socket: filepath.Join(dir, "docker.sock")}
-	d.Daemon = StartDaemon(t, filepath.Join(dir, "dockerd.log"), "dockerd", "--iptables=false", "--bridge=none",
+	// dockerd runs in a network namespace of its own (CLONE_NEWNET), the
+	// one setting that leaves the host's network alone. Checked with
+	// Docker 20.10 in a scratch namespace: with --bridge=none it deletes
+	// an existing docker0 as it starts, and with it the network of the
+	// host's own containers (issue 13); with a bridge
+	// of our own (-b netvoltest0, made beforehand) it leaves docker0 alone
+	// but gives that bridge 172.17.0.1/16 and its route, which may clash
+	// with the host's docker0, sets net.ipv4.ip_forward=1, and leaves all
+	// of it behind when it stops, as a killed test binary would leave the
+	// bridge. A namespace goes with the last process in it. dockerd needs
+	// no network here: the docker CLI and containerd reach it over unix
+	// sockets; it reaches the plugin over its unix socket in
+	// /run/docker/plugins (pathname sockets work across network
+	// namespaces; the plugin itself runs in the host's and reaches the
+	// storage daemon on 127.0.0.1 there); the suites' containers run with
+	// --network none.
+	d.Daemon = startDaemonIn(t, t, syscall.CLONE_NEWNET, filepath.Join(dir, "dockerd.log"), "dockerd", "--iptables=false", "--bridge=none",
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://"+d.Socket,
 		"--containerd-namespace", "netvol-e2e", "--containerd-plugins-namespace", "netvol-e2e-plugins")

@@ -18,7 +18,11 @@ import (
 // a pool of them (poolStore).
 type blockStore interface {
 	volumeStore
-	Resize(ctx context.Context, name string, size int64) (VolumeInfo, error)
+	Resize(ctx context.Context, name string, size int64) (VolumeInfo, []api.PendingGrowth, error)
+	// holder is the storage daemon that holds volume name (in a pool, the
+	// server it lives on), for the calls that concern one volume:
+	// snapshots, rollback, resize.
+	holder(ctx context.Context, name string) (nbdStore, error)
 }
 
 var (
@@ -71,7 +75,7 @@ func (s poolStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 }
 
 func (s poolStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
-	srv, err := s.p.Create(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From}, o.Server)
+	srv, err := s.p.Create(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot}, o.Server)
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
@@ -89,20 +93,25 @@ func (s poolStore) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-func (s poolStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, error) {
+func (s poolStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, []api.PendingGrowth, error) {
+	h, err := s.holder(ctx, name)
+	if err != nil {
+		return VolumeInfo{}, nil, err
+	}
+	return h.Resize(ctx, name, size)
+}
+
+// holder is the daemon of the server that holds name.
+func (s poolStore) holder(ctx context.Context, name string) (nbdStore, error) {
 	srv, _, err := s.p.Locate(ctx, name)
 	if err != nil {
-		return VolumeInfo{}, s.fail("nbd volume "+strconv.Quote(name), err)
+		return nbdStore{}, s.fail("nbd volume "+strconv.Quote(name), err)
 	}
 	c, ok := s.p.API(srv).(*api.Client)
 	if !ok {
-		return VolumeInfo{}, fmt.Errorf("resizing on %s: not an API client", srv)
+		return nbdStore{}, fmt.Errorf("storage server %s: not an API client", srv)
 	}
-	v, err := c.ResizeVolume(ctx, name, size)
-	if err != nil {
-		return VolumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
-	}
-	return poolInfo(srv, v), nil
+	return nbdStore{api: c, server: srv}, nil
 }
 
 func (s poolStore) fail(what string, err error) error {
@@ -110,12 +119,7 @@ func (s poolStore) fail(what string, err error) error {
 }
 
 func poolInfo(server string, v api.Volume) VolumeInfo {
-	atts := v.Attachments
-	if atts == nil {
-		atts = []api.Attachment{}
-	}
-	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: server, Size: v.Size, Allocated: v.Allocated,
-		CreatedAt: v.CreatedAt, From: v.From, Labels: v.Labels, Attachments: atts}
+	return nbdStore{server: server}.info(v)
 }
 
 // Move moves an nbd volume of the pool to the server to (as --server

@@ -17,12 +17,14 @@ import (
 type VolumeInfo struct {
 	Name        string            `json:"name"`
 	Type        string            `json:"type"`
-	Server      string            `json:"server"`              // nbd: the API's URL; nfs: the NFS server
-	Export      string            `json:"export,omitempty"`    // nfs: server:/export/name
-	Size        int64             `json:"size,omitempty"`      // nbd: bytes
-	Allocated   int64             `json:"allocated,omitempty"` // nbd: bytes the image takes
-	CreatedAt   time.Time         `json:"created_at"`          // nfs: the directory's mtime
-	From        string            `json:"from,omitempty"`      // nbd: the clone's source
+	Server      string            `json:"server"`                  // nbd: the API's URL; nfs: the NFS server
+	Export      string            `json:"export,omitempty"`        // nfs: server:/export/name
+	Size        int64             `json:"size,omitempty"`          // nbd: bytes
+	Allocated   int64             `json:"allocated,omitempty"`     // nbd: bytes the image takes
+	CreatedAt   time.Time         `json:"created_at"`              // nfs: the directory's mtime
+	From        string            `json:"from,omitempty"`          // nbd: the clone's source
+	FromSnap    string            `json:"from_snapshot,omitempty"` // nbd: the snapshot of From it was cloned from
+	Snapshots   []api.Snapshot    `json:"snapshots,omitempty"`     // nbd only
 	Labels      map[string]string `json:"labels,omitempty"`
 	Attachments []api.Attachment  `json:"attachments,omitzero"` // nbd only
 	Mode        string            `json:"mode,omitempty"`       // nfs: the directory's permission bits
@@ -48,7 +50,12 @@ func isNotFound(err error) bool {
 }
 
 // nbdStore is the storage daemon's volumes.
-type nbdStore struct{ api *api.Client }
+type nbdStore struct {
+	api *api.Client
+	// server names the daemon as a pool's --server does (host:port); ""
+	// outside a pool, where volumes show the API's URL.
+	server string
+}
 
 func (s nbdStore) Type() string  { return backend.TypeNBD }
 func (s nbdStore) Where() string { return "the storage daemon " + s.api.URL() }
@@ -77,7 +84,7 @@ func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (V
 	if o.Server != "" && o.Server != s.api.Server() {
 		return VolumeInfo{}, fmt.Errorf("creating nbd volume %q: server %q: the storage server is %s: %w", name, o.Server, s.api.Server(), backend.ErrInvalid)
 	}
-	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From})
+	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot})
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
 	}
@@ -91,13 +98,17 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// Resize grows a volume to size bytes.
-func (s nbdStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, error) {
-	v, err := s.api.ResizeVolume(ctx, name, size)
+// holder is the daemon that holds name: this one.
+func (s nbdStore) holder(context.Context, string) (nbdStore, error) { return s, nil }
+
+// Resize grows a volume to size bytes; pending are the holders that have
+// not grown their device and file system yet.
+func (s nbdStore) Resize(ctx context.Context, name string, size int64) (info VolumeInfo, pending []api.PendingGrowth, err error) {
+	r, err := s.api.ResizeVolume(ctx, name, size)
 	if err != nil {
-		return VolumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, nil, s.fail("resizing nbd volume "+strconv.Quote(name), err)
 	}
-	return s.info(v), nil
+	return s.info(r.Volume), r.Pending, nil
 }
 
 func (s nbdStore) info(v api.Volume) VolumeInfo {
@@ -105,8 +116,12 @@ func (s nbdStore) info(v api.Volume) VolumeInfo {
 	if atts == nil {
 		atts = []api.Attachment{}
 	}
-	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
-		CreatedAt: v.CreatedAt, From: v.From, Labels: v.Labels, Attachments: atts}
+	server := s.server
+	if server == "" {
+		server = s.api.URL()
+	}
+	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: server, Size: v.Size, Allocated: v.Allocated,
+		CreatedAt: v.CreatedAt, From: v.From, FromSnap: v.FromSnapshot, Labels: v.Labels, Attachments: atts, Snapshots: v.Snapshots}
 }
 
 // fail names the daemon in err and adds what to do about it.

@@ -243,6 +243,11 @@ func printInspect(w io.Writer, vols []VolumeInfo, now time.Time) error {
 			if err := printAttachments(w, vol, now); err != nil {
 				return err
 			}
+			if len(vol.Snapshots) > 0 {
+				if err := printSnapshots(w, vol.Snapshots, "  "); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
@@ -257,8 +262,16 @@ func inspectFields(vol VolumeInfo) [][2]string {
 			{"Modified", longTime(vol.CreatedAt)}}...)
 	}
 	return append(f, [][2]string{{"Size", bytesString(vol.Size)}, {"Allocated", bytesString(vol.Allocated)},
-		{"Created", longTime(vol.CreatedAt)}, {"From", OrDash(vol.From)}, {"Labels", labelsString(vol.Labels)},
-		{"Attachments", strconv.Itoa(len(vol.Attachments))}}...)
+		{"Created", longTime(vol.CreatedAt)}, {"From", OrDash(fromString(vol))}, {"Labels", labelsString(vol.Labels)},
+		{"Attachments", strconv.Itoa(len(vol.Attachments))}, {"Snapshots", strconv.Itoa(len(vol.Snapshots))}}...)
+}
+
+// fromString is a clone's source: VOLUME, or VOLUME@SNAPSHOT.
+func fromString(vol VolumeInfo) string {
+	if vol.FromSnap != "" {
+		return vol.From + "@" + vol.FromSnap
+	}
+	return vol.From
 }
 
 func bytesString(n int64) string { return fmt.Sprintf("%s (%d bytes)", units.HumanSize(n), n) }

@@ -25,6 +25,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -150,17 +151,16 @@ func (c *Client) DeleteVolume(ctx context.Context, name string) error {
 }
 
 // ResizeVolume calls POST /v1/volumes/{name}/resize; size is in bytes.
-func (c *Client) ResizeVolume(ctx context.Context, name string, size int64) (Volume, error) {
+// The answer lists the holders that have not grown their device and file
+// system yet (202); none when the new size is usable everywhere (200).
+func (c *Client) ResizeVolume(ctx context.Context, name string, size int64) (ResizeResult, error) {
 	p, err := volumePath(name)
 	if err != nil {
-		return Volume{}, err
+		return ResizeResult{}, err
 	}
-	var v Volume
-	body := struct {
-		Size int64 `json:"size"`
-	}{size}
-	err = c.do(ctx, http.MethodPost, p+"/resize", body, http.StatusOK, &v)
-	return v, err
+	var r ResizeResult
+	err = c.doStatus(ctx, http.MethodPost, p+"/resize", ResizeRequest{Size: Size(size)}, []int{http.StatusOK, http.StatusAccepted}, &r)
+	return r, err
 }
 
 // Attach calls POST /v1/volumes/{volume}/attachments; mode is ModeRW or
@@ -186,6 +186,16 @@ func (c *Client) Renew(ctx context.Context, volume, node string) (Lease, error) 
 	return l, err
 }
 
+// ReportGrown calls POST /v1/volumes/{volume}/attachments/{node}/grown:
+// the holder says what size its device and file system have now.
+func (c *Client) ReportGrown(ctx context.Context, volume, node string, r GrownReport) error {
+	p, err := attachmentPath(volume, node)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, p+"/grown", r, http.StatusNoContent, nil)
+}
+
 // Detach calls DELETE /v1/volumes/{volume}/attachments/{node}.
 func (c *Client) Detach(ctx context.Context, volume, node string) error {
 	p, err := attachmentPath(volume, node)
@@ -193,6 +203,52 @@ func (c *Client) Detach(ctx context.Context, volume, node string) error {
 		return err
 	}
 	return c.do(ctx, http.MethodDelete, p, nil, http.StatusNoContent, nil)
+}
+
+// CreateSnapshot calls POST /v1/volumes/{volume}/snapshots.
+func (c *Client) CreateSnapshot(ctx context.Context, volume, name string) (Snapshot, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	var sn Snapshot
+	err = c.do(ctx, http.MethodPost, p+"/snapshots", SnapshotRequest{Name: name}, http.StatusCreated, &sn)
+	return sn, err
+}
+
+// ListSnapshots calls GET /v1/volumes/{volume}/snapshots.
+func (c *Client) ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return nil, err
+	}
+	var list []Snapshot
+	err = c.do(ctx, http.MethodGet, p+"/snapshots", nil, http.StatusOK, &list)
+	return list, err
+}
+
+// DeleteSnapshot calls DELETE /v1/volumes/{volume}/snapshots/{name}.
+func (c *Client) DeleteSnapshot(ctx context.Context, volume, name string) error {
+	p, err := volumePath(volume)
+	if err != nil {
+		return err
+	}
+	seg, err := segment("snapshot", name)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodDelete, p+"/snapshots/"+seg, nil, http.StatusNoContent, nil)
+}
+
+// Rollback calls POST /v1/volumes/{volume}/rollback.
+func (c *Client) Rollback(ctx context.Context, volume, snapshot string) (Volume, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return Volume{}, err
+	}
+	var v Volume
+	err = c.do(ctx, http.MethodPost, p+"/rollback", RollbackRequest{Snapshot: snapshot}, http.StatusOK, &v)
+	return v, err
 }
 
 func volumePath(name string) (string, error) {
@@ -221,6 +277,11 @@ func segment(kind, name string) (string, error) {
 // do sends one request and decodes an answer of status want into out
 // (when not nil).
 func (c *Client) do(ctx context.Context, method, path string, body any, want int, out any) error {
+	return c.doStatus(ctx, method, path, body, []int{want}, out)
+}
+
+// doStatus is do with several successful statuses.
+func (c *Client) doStatus(ctx context.Context, method, path string, body any, want []int, out any) error {
 	req, err := c.request(ctx, method, path, body)
 	if err != nil {
 		return err
@@ -230,7 +291,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, want int
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != want {
+	if !slices.Contains(want, resp.StatusCode) {
 		return c.answerError(req, resp)
 	}
 	if out == nil {

@@ -7,13 +7,38 @@ import "time"
 
 // Volume is a volume as the API shows it.
 type Volume struct {
-	Name        string            `json:"name"`
-	Size        int64             `json:"size"`
-	Allocated   int64             `json:"allocated"`
-	CreatedAt   time.Time         `json:"created_at"`
-	From        string            `json:"from"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Attachments []Attachment      `json:"attachments"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	Allocated int64     `json:"allocated"`
+	CreatedAt time.Time `json:"created_at"`
+	From      string    `json:"from"`
+	// FromSnapshot: the snapshot of From the volume was cloned from ("" for
+	// a clone of From as it was).
+	FromSnapshot string            `json:"from_snapshot,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Attachments  []Attachment      `json:"attachments"`
+	Snapshots    []Snapshot        `json:"snapshots"` // oldest first
+}
+
+// Snapshot is a snapshot of a volume: its data as it was when the snapshot
+// was taken (every write flushed before it, crash-consistent).
+type Snapshot struct {
+	Name      string    `json:"name"`
+	Volume    string    `json:"volume"`
+	CreatedAt time.Time `json:"created_at"`
+	Size      int64     `json:"size"`      // the volume's size then
+	Allocated int64     `json:"allocated"` // bytes its layer holds: the clusters changed between it and the one before
+	Clones    []string  `json:"clones,omitempty"`
+}
+
+// SnapshotRequest is the body of POST /v1/volumes/{name}/snapshots.
+type SnapshotRequest struct {
+	Name string `json:"name"`
+}
+
+// RollbackRequest is the body of POST /v1/volumes/{name}/rollback.
+type RollbackRequest struct {
+	Snapshot string `json:"snapshot"`
 }
 
 // Attachment is a node's attachment as the API shows it. ExpiresInMS is
@@ -28,15 +53,22 @@ type Attachment struct {
 	// LostWrites: the storage node went down uncleanly while this attachment
 	// could write (see Lease); its flushes fail until it detaches.
 	LostWrites bool `json:"lost_writes,omitempty"`
+	// Grown is the size in bytes the holder last reported its device and
+	// file system to have (GrownReport), 0 when it reported none since the
+	// storage daemon started; GrowError is why it could not grow them.
+	Grown     int64  `json:"grown,omitempty"`
+	GrowError string `json:"grow_error,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/volumes. Size may be left zero
 // for a clone (From), which then gets its source's size.
 type CreateRequest struct {
-	Name   string            `json:"name"`
-	Size   Size              `json:"size,omitempty"`
-	From   string            `json:"from,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Name string `json:"name"`
+	Size Size   `json:"size,omitempty"`
+	From string `json:"from,omitempty"`
+	// FromSnapshot clones a snapshot of From instead of From as it is.
+	FromSnapshot string            `json:"from_snapshot,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 }
 
 // AttachRequest is the body of POST /v1/volumes/{name}/attachments.
@@ -73,6 +105,33 @@ type Lease struct {
 	// attachment could write; writes it had not flushed may be gone and its
 	// flushes fail. A kernel device should be failed, not reconnected.
 	LostWrites bool `json:"lost_writes,omitempty"`
+	// Size is the volume's size in bytes. When it is larger than the
+	// holder's device, the volume was resized: the holder grows the device
+	// and the file system on it, then reports (GrownReport).
+	Size int64 `json:"size,omitempty"`
+}
+
+// GrownReport is the body of POST
+// /v1/volumes/{name}/attachments/{node}/grown: the holder's device and
+// file system now have Size bytes, or could not grow (Error says why).
+type GrownReport struct {
+	Size  int64  `json:"size"`
+	Error string `json:"error,omitempty"`
+}
+
+// ResizeResult answers a resize: the volume (200), and when some holder
+// has not grown its device and file system to the new size within the
+// daemon's wait, who and why (202). The image has grown either way.
+type ResizeResult struct {
+	Volume
+	Pending []PendingGrowth `json:"pending,omitempty"`
+}
+
+// PendingGrowth is a holder that has not reported the new size yet.
+type PendingGrowth struct {
+	Node  string `json:"node"`
+	Grown int64  `json:"grown"` // the size it last reported, 0 for none
+	Why   string `json:"why"`
 }
 
 // Health is the answer of GET /healthz.

@@ -38,15 +38,17 @@ var (
 // Options are a volume's validated options. The driver parses Docker's
 // string options into this struct; backends never see the raw strings.
 type Options struct {
-	Size      int64       // nbd: bytes
-	From      string      // nbd: clone this template or volume
-	UID, GID  int         // owner of the volume root; -1 leaves it
-	Mode      fs.FileMode // permission bits of the volume root; 0 leaves it
-	FS        string      // nbd: file system, "ext4"
-	MkfsOpts  []string    // nbd: extra mkfs arguments, validated
-	MountOpts []string    // extra mount options, allowlisted
-	OnRemove  string      // nfs: "delete", "retain" or "archive"
-	Server    string      // override of the backend's server (nbd: the pool's server to create on)
+	Size int64  // nbd: bytes
+	From string // nbd: clone this template or volume
+	// FromSnapshot: nbd: clone this snapshot of From instead of From as it is.
+	FromSnapshot string
+	UID, GID     int         // owner of the volume root; -1 leaves it
+	Mode         fs.FileMode // permission bits of the volume root; 0 leaves it
+	FS           string      // nbd: file system, "ext4"
+	MkfsOpts     []string    // nbd: extra mkfs arguments, validated
+	MountOpts    []string    // extra mount options, allowlisted
+	OnRemove     string      // nfs: "delete", "retain" or "archive"
+	Server       string      // override of the backend's server (nbd: the pool's server to create on)
 	// Location is where this host last saw the volume (the node store's
 	// record, nbd: the pool's server): a hint the backend checks first.
 	// The driver fills it; it is not an option a user gives.
