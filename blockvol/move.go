@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,9 +48,17 @@ type MoveProgress func(step string)
 
 // Move moves a detached volume to the server named to, as node (the
 // mover's node name in attachments). It refuses a volume attached by
-// anyone, a clone, a volume with clones and a target that takes no new
-// volumes.
+// anyone, a clone (of a snapshot or of a volume as it was: clones stay on
+// their source's server), a volume with clones, a volume with snapshots
+// (a move copies the data, not the snapshots: it names them) and a target
+// that takes no new volumes.
 func (p *Pool) Move(ctx context.Context, name, to, node string, progress MoveProgress) error {
+	return p.move(ctx, name, to, node, progress, nil)
+}
+
+// move is Move; vols, when not nil, are the source server's volumes as
+// listed a moment ago (a drain lists them once), to find the clones.
+func (p *Pool) move(ctx context.Context, name, to, node string, progress MoveProgress, vols []api.Volume) error {
 	if progress == nil {
 		progress = func(string) {}
 	}
@@ -68,8 +77,13 @@ func (p *Pool) Move(ctx context.Context, name, to, node string, progress MovePro
 	if s == t {
 		return fmt.Errorf("move %q: it is on %s already: %w", name, to, backend.ErrInvalid)
 	}
-	if loc.v.From != "" {
-		return fmt.Errorf("move %q: a clone stays on its source's server (%s, with %q): %w", name, s.name, loc.v.From, backend.ErrInvalid)
+	if vols == nil {
+		if vols, err = s.api.ListVolumes(ctx); err != nil {
+			return fmt.Errorf("move %q: listing the volumes of %s (to find its clones): %w", name, s.name, err)
+		}
+	}
+	if err := unmovable(loc.v, s.name, vols); err != nil {
+		return fmt.Errorf("move %q: %w", name, err)
 	}
 	for _, x := range loc.extras {
 		// An earlier move's copy, which is not the volume: start afresh.
@@ -79,6 +93,41 @@ func (p *Pool) Move(ctx context.Context, name, to, node string, progress MovePro
 	}
 	m := &mover{p: p.p, name: name, node: node, s: s, t: t, v: loc.v, progress: progress}
 	return m.run(ctx)
+}
+
+// unmovable says why v, on server, cannot move: it is a clone, or has
+// clones (vols are server's volumes: clones stay on their source's
+// server, so every clone of v is among them) or snapshots. Nil when it
+// can.
+func unmovable(v api.Volume, server string, vols []api.Volume) error {
+	if v.From != "" {
+		of := strconv.Quote(v.From)
+		if v.FromSnapshot != "" {
+			of = fmt.Sprintf("snapshot %q of %q", v.FromSnapshot, v.From)
+		}
+		return fmt.Errorf("a clone stays on its source's server (%s, with %s): %w", server, of, backend.ErrInvalid)
+	}
+	var clones []string
+	for _, c := range vols {
+		if c.From == v.Name && c.Labels[LabelIncoming] == "" {
+			clones = append(clones, c.Name)
+		}
+	}
+	var why []string
+	if len(clones) > 0 {
+		why = append(why, fmt.Sprintf("clones (%s), which stay on its server %s with it", strings.Join(clones, ", "), server))
+	}
+	if len(v.Snapshots) > 0 {
+		snaps := make([]string, len(v.Snapshots))
+		for i, sn := range v.Snapshots {
+			snaps[i] = sn.Name
+		}
+		why = append(why, fmt.Sprintf("snapshots (%s), which a move does not carry", strings.Join(snaps, ", ")))
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("it has %s: remove them first (netvol volume rm, netvol volume snapshot rm), or keep it where it is: %w", strings.Join(why, " and "), backend.ErrInvalid)
+	}
+	return nil
 }
 
 type mover struct {
@@ -408,7 +457,9 @@ func (p *Pool) Remove(ctx context.Context, name string) (string, error) {
 }
 
 // Drain moves every detached volume off server (to placement's pick among
-// the others) and reports what it moved and what it could not.
+// the others) and reports what it moved and what it could not: attached
+// volumes, and those Move refuses (clones, volumes with clones or
+// snapshots), which stay where they are.
 func (p *Pool) Drain(ctx context.Context, server, node string, progress MoveProgress) (moved []string, failed map[string]error, err error) {
 	src := p.p.member(server)
 	if src == nil {
@@ -423,9 +474,13 @@ func (p *Pool) Drain(ctx context.Context, server, node string, progress MoveProg
 		if v.Labels[LabelIncoming] != "" {
 			continue // a copy on its way here: not a volume of this server yet
 		}
+		if err := unmovable(v, server, vols); err != nil {
+			failed[v.Name] = err // before placement: no move is tried
+			continue
+		}
 		to, err := p.placeAway(ctx, v.Name, src)
 		if err == nil {
-			err = p.Move(ctx, v.Name, to, node, func(s string) { progress(v.Name + ": " + s) })
+			err = p.move(ctx, v.Name, to, node, func(s string) { progress(v.Name + ": " + s) }, vols)
 		}
 		if err != nil {
 			failed[v.Name] = err

@@ -54,10 +54,14 @@ func (p *pool) create(ctx context.Context, req api.CreateRequest, want string) (
 	return m, nil
 }
 
-// target is where a new volume should go: a clone's source's server, the
-// one the user named, or placement's pick.
+// target is where a new volume should go: a clone's source's server (also
+// for a clone of one of its snapshots, which live with it), the one the
+// user named, or placement's pick.
 func (p *pool) target(ctx context.Context, req api.CreateRequest, want string) (*member, error) {
-	if req.From != "" {
+	if req.FromSnapshot != "" && req.From == "" {
+		return nil, fmt.Errorf("from_snapshot %q needs from, the volume it is a snapshot of: %w", req.FromSnapshot, backend.ErrInvalid)
+	}
+	if req.From != "" { // a clone of the volume or of one of its snapshots
 		src, err := p.locate(ctx, req.From, "")
 		if err != nil {
 			return nil, fmt.Errorf("clone source: %w", err)
@@ -144,10 +148,10 @@ func (p *pool) createOn(ctx context.Context, m *member, req api.CreateRequest, c
 		if gerr != nil {
 			return fmt.Errorf("storage server %s: %w", m.name, err)
 		}
-		if (req.Size == 0 || int64(req.Size) == v.Size) && req.From == v.From {
+		if (req.Size == 0 || int64(req.Size) == v.Size) && req.From == v.From && req.FromSnapshot == v.FromSnapshot {
 			return nil
 		}
-		return fmt.Errorf("volume %q exists on storage server %s with size %d and source %q: %w", req.Name, m.name, v.Size, v.From, backend.ErrExists)
+		return fmt.Errorf("volume %q exists on storage server %s with size %d and source %q (snapshot %q): %w", req.Name, m.name, v.Size, v.From, v.FromSnapshot, backend.ErrExists)
 	case errors.Is(err, api.ErrInvalid) && claimed:
 		home := p.member(Rank(req.Name, p.names())[0])
 		_ = home.pool().ReleaseClaim(context.WithoutCancel(ctx), req.Name, m.name)

@@ -3,6 +3,7 @@ package state
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -163,7 +164,8 @@ func (r *Registry) SetLabels(name string, set map[string]string, del []string) (
 }
 
 // DeleteVolumeHeldBy removes a volume as DeleteVolume does, except that a
-// live attachment of node does not stop it: it is dropped with the volume.
+// live attachment of node does not stop it: it is dropped with the volume;
+// and a volume with snapshots is refused (ErrInUse).
 // A move deletes the source this way while still holding it, so that no
 // other node can attach it between the switch and the delete.
 func (r *Registry) DeleteVolumeHeldBy(name, node string, now time.Time) (Volume, error) {
@@ -190,7 +192,24 @@ func (r *Registry) DeleteVolumeHeldBy(name, node string, now time.Time) (Volume,
 		if err := checkUnused(root, others, now); err != nil {
 			return err
 		}
+		// A move copies the volume's data, not its snapshots: it checks
+		// for them first, and this refuses one taken during the copy.
+		if snaps := visibleSnapshots(v); len(snaps) > 0 {
+			return fmt.Errorf("volume %q has snapshots %s, which a move does not carry: %w", name, strings.Join(snaps, ", "), ErrInUse)
+		}
 		return dropVolume(root, v)
 	})
 	return v, err
+}
+
+// visibleSnapshots names v's snapshots other than the hidden ones (the
+// layers of clones, which checkUnused finds as children).
+func visibleSnapshots(v Volume) []string {
+	var out []string
+	for _, sn := range v.Snapshots {
+		if !sn.Hidden {
+			out = append(out, sn.Name)
+		}
+	}
+	return out
 }

@@ -1,6 +1,8 @@
 package state
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,4 +70,30 @@ func TestDeleteVolumeHeldBy(t *testing.T) {
 	must(t, err)
 	_, err = r.DeleteVolumeHeldBy("w", "mover", t0)
 	wantErr(t, err, ErrInUse)
+}
+
+// A move does not carry snapshots: the delete of its source refuses a
+// volume with snapshots (one taken while the copy ran), naming them; a
+// hidden snapshot (the layer of a clone) is the clone's business, which
+// checkUnused refuses as a child.
+func TestDeleteVolumeHeldByRefusesSnapshots(t *testing.T) {
+	r := openRegistry(t)
+	must(t, r.CreateVolume(Volume{Name: "v", Size: 1 << 20, File: "v.qcow2", Created: t0}))
+	_, err := r.CreateSnapshot(Snapshot{Name: "s1", Volume: "v", Created: t0}, "v.1.qcow2", nil)
+	must(t, err)
+	_, err = r.DeleteVolumeHeldBy("v", "mover", t0)
+	wantErr(t, err, ErrInUse)
+	if err == nil || !strings.Contains(err.Error(), "s1") {
+		t.Fatalf("the refusal does not name the snapshot: %v", err)
+	}
+	clone := Volume{Name: "c", Parent: "v", File: "c.qcow2", Created: t0}
+	_, err = r.CreateSnapshot(Snapshot{Name: "h", Volume: "v", Created: t0, Hidden: true}, "v.2.qcow2", &clone)
+	must(t, err)
+	_, err = r.DeleteSnapshot("v", "s1")
+	must(t, err)
+	_, err = r.DeleteVolumeHeldBy("v", "mover", t0)
+	var iu *InUseError
+	if !errors.As(err, &iu) || len(iu.Children) != 1 || iu.Children[0] != "c" {
+		t.Fatalf("a volume with a clone of it as it was: %v", err)
+	}
 }

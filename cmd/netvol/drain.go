@@ -15,9 +15,9 @@ func newDrainCommand() *cobra.Command {
 		Long: `Move every detached nbd volume off SERVER (host:port, as --server names it) to
 the other servers of the pool, each where placement puts it, one at a time, as
 netvol volume move does. Start SERVER with --no-new-volumes first, so that no
-new volume lands there meanwhile. Volumes attached by a host, clones and
-volumes with clones stay: they are listed, and the exit status is non-zero;
-run drain again once they are detached.`,
+new volume lands there meanwhile. Volumes attached by a host, clones, and
+volumes with clones or snapshots stay: they are listed with the reason, and the
+exit status is non-zero; run drain again once they are detached.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host, _ := os.Hostname()

@@ -222,8 +222,10 @@ them; SERVER as given there, host:port). The volume must be detached: no host
 may mount it while it moves (the move holds it, as a node of its own). The data
 is copied over NBD (zero blocks skipped), read back and compared, then the
 volume switches over: a crash at any point leaves it on exactly one server,
-readable, and running the move again finishes or redoes it. Clones stay with
-their source, and a volume with clones cannot move.`,
+readable, and running the move again finishes or redoes it. Clones (of the
+volume or of a snapshot) stay with their source, and a volume with clones or
+snapshots cannot move: the move names them (a move copies the volume's data,
+not its snapshots).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host, _ := os.Hostname()

@@ -154,7 +154,7 @@ func (v *Volumes) Drain(ctx context.Context, server, host string) error {
 		errs = append(errs, fmt.Errorf("not moved: %s: %w", name, failed[name]))
 	}
 	if len(errs) > 0 {
-		errs = append(errs, fmt.Errorf("%d volumes stay on %s (attached ones move once no host mounts them: run drain again)", len(failed), server))
+		errs = append(errs, fmt.Errorf("%d volumes stay on %s (attached ones move once no host mounts them: run drain again; clones, volumes with clones and volumes with snapshots stay with their snapshots and clones)", len(failed), server))
 	}
 	return errors.Join(errs...)
 }
