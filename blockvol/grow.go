@@ -134,7 +134,7 @@ func (b *Backend) grow(ctx context.Context, l *lease, size int64, log logrus.Fie
 	l.endGrow(size, reached, err == nil, b.cfg.Now())
 	rctx, rcancel := context.WithTimeout(ctx, maxCallWait)
 	defer rcancel()
-	if err := b.cfg.API.ReportGrown(rctx, l.name, b.cfg.Node, report); err != nil && ctx.Err() == nil {
+	if err := l.m.api.ReportGrown(rctx, l.name, b.cfg.Node, report); err != nil && ctx.Err() == nil {
 		log.WithError(err).Warn("reporting the growth to the storage server failed")
 	}
 }
@@ -150,7 +150,7 @@ func (b *Backend) growDevice(ctx context.Context, l *lease) (int64, error) {
 	if b.cfg.FSGrower == nil {
 		return 0, errors.New("this plugin grows no file systems (no FSGrower): the file system grows at the next mount")
 	}
-	addr, err := b.nbdAddr(ctx)
+	addr, err := b.nbdAddr(ctx, l.m)
 	if err != nil {
 		return 0, fmt.Errorf("finding the NBD server: %w", err)
 	}

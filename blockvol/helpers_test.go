@@ -307,6 +307,15 @@ func (f *flakyAPI) Renew(ctx context.Context, volume, node string) (api.Lease, e
 	return f.Client.Renew(ctx, volume, node)
 }
 
+// useAPI makes b talk to a (a wrapper of its server's client) from now on.
+func useAPI(b *Backend, a API) {
+	p, err := newPool([]API{a})
+	if err != nil {
+		panic(err)
+	}
+	b.cfg.API, b.pool = a, p
+}
+
 var _ Grower = (*copyAttacher)(nil)
 
 // Grow implements Grower for the copy attacher: the "device" file takes

@@ -88,6 +88,7 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/grown", a.grown)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
+	a.poolRoutes()
 	return a
 }
 
@@ -211,6 +212,10 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if holder := r.URL.Query().Get("holder"); holder != "" {
+		a.deleteHeldBy(w, r, name, holder)
+		return
+	}
 	if err := a.svc.DeleteVolume(r.Context(), name); err != nil {
 		a.fail(w, r, err)
 		return

@@ -42,6 +42,9 @@ type DaemonConfig struct {
 	HandshakeTimeout, ReplyTimeout time.Duration
 	MaxHandshakes, MaxExportConns  int
 	Log                            logrus.FieldLogger // required
+	// Pool placement (Config.Weight, Config.NoNewVolumes).
+	Weight       float64
+	NoNewVolumes bool
 }
 
 // Daemon is a storage daemon whose listeners are open: clients can connect
@@ -85,7 +88,8 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 		return nil, err
 	}
 	log := cfg.Log
-	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log})
+	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log,
+		Weight: cfg.Weight, NoNewVolumes: cfg.NoNewVolumes})
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +122,8 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 	}
 	log.WithFields(logrus.Fields{"data": cfg.DataDir, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
 		"tls": tlsCfg != nil, "tls_required": cfg.TLSRequired,
-		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize}).Info("netvol server started")
+		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize,
+		"weight": cfg.Weight, "no_new_volumes": cfg.NoNewVolumes}).Info("netvol server started")
 	return d, nil
 }
 

@@ -49,6 +49,11 @@ type Config struct {
 	// BootID names the storage node's running boot; "" reads the kernel's.
 	// Images left open by another boot may have lost unflushed writes.
 	BootID string
+	// Weight scales this server's share of new volumes in a pool (GET
+	// /v1/capacity); 0 means 1. NoNewVolumes refuses creates (a server
+	// being drained).
+	Weight       float64
+	NoNewVolumes bool
 	// AtStep, for tests only, is called at each named step of the
 	// snapshot operations (see steps.go), so that a test can kill the
 	// daemon there.
@@ -275,6 +280,9 @@ func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.
 	if req.FromSnapshot != "" && req.From == "" {
 		return api.Volume{}, fmt.Errorf("from_snapshot %q needs from, the volume it is a snapshot of: %w", req.FromSnapshot, state.ErrInvalid)
 	}
+	if s.cfg.NoNewVolumes {
+		return api.Volume{}, fmt.Errorf("volume %q: this server takes no new volumes (--no-new-volumes, being drained): %w", req.Name, state.ErrInvalid)
+	}
 	if err := s.acquire(ctx); err != nil {
 		return api.Volume{}, err
 	}
@@ -409,6 +417,13 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	return s.removeDeleted(v)
+}
+
+// removeDeleted revokes the exports of a volume the registry deleted and
+// removes its image. Call with the lock.
+func (s *Service) removeDeleted(v state.Volume) error {
+	name := v.Name
 	for _, a := range v.Attachments {
 		s.revoke(a.Export)
 	}

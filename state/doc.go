@@ -20,7 +20,7 @@
 //
 //	v1/
 //	  kind          "registry"
-//	  version       migration level, e.g. "2"
+//	  version       migration level, e.g. "3"
 //	  volumes/
 //	    <volume>/
 //	      record        {v, size, file, parent, from_snapshot, template, created, labels}
@@ -37,6 +37,10 @@
 //	    <export name>   {v, volume, node}  index of attachments by export
 //	  tokens/
 //	    <sha256 [32]>   {v, volume, node}  index of attachments by token hash
+//	  names/        (schema 3)
+//	    <volume>        {v, server, created}  pool name claim: this server is
+//	                    the name's home (rendezvous hashing over the pool) and
+//	                    records which server of the pool holds the volume
 //
 // # NodeStore (netvol plugin)
 //

@@ -15,6 +15,7 @@ var (
 	keyAttachments = []byte("attachments") // registry: volumes/<name>/attachments
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
 	keySnapshots   = []byte("snapshots")   // registry: volumes/<name>/snapshots (schema 2)
+	keyNames       = []byte("names")       // registry: v1/names (pool name claims, schema 3)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

@@ -30,6 +30,7 @@ func registrySchema() schema {
 	return schema{kind: "registry", migrations: []migration{
 		{version: 1, name: "create volumes, exports and tokens buckets", apply: registryV1},
 		{version: 2, name: "create a snapshots bucket in every volume", apply: registryV2},
+		{version: 3, name: "create names bucket (pool name claims)", apply: registryV3},
 	}}
 }
 
@@ -52,6 +53,11 @@ func registryV2(tx *bolt.Tx) error {
 		_, err := vols.Bucket(k).CreateBucketIfNotExists(keySnapshots)
 		return err
 	})
+}
+
+// registryV3 adds the pool's name claims (see pool.go).
+func registryV3(tx *bolt.Tx) error {
+	return createBuckets(tx, keyNames)
 }
 
 func nodeV1(tx *bolt.Tx) error {

@@ -15,6 +15,7 @@ func migrationTests() map[string]func(*testing.T) {
 	return map[string]func(*testing.T){
 		"registry/1": testRegistryV1,
 		"registry/2": testRegistryV2,
+		"registry/3": testRegistryV3,
 		"node/1":     testNodeV1,
 	}
 }
@@ -104,6 +105,12 @@ func testRegistryV2(t *testing.T) {
 		_, err := readVolume(vols.Bucket([]byte("v")), "v")
 		return err
 	}))
+}
+
+func testRegistryV3(t *testing.T) {
+	db := rawDB(t, registrySchema(), 2)
+	must(t, db.Update(registryV3))
+	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
 }
 
 func testNodeV1(t *testing.T) {
@@ -197,4 +204,34 @@ func TestFreshDatabaseIsAtLatest(t *testing.T) {
 			t.Errorf("%s: version %d, want %d", c.s.kind, got, want)
 		}
 	}
+}
+
+// A registry of schema 1 with a volume goes through 2 (snapshots) and 3
+// (the pool's name claims) in order when opened.
+func TestRegistryMigratesInOrder(t *testing.T) {
+	s := registrySchema()
+	db := rawDB(t, s, 1)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(keyV1).Bucket(keyVolumes).CreateBucket([]byte("v"))
+		if err != nil {
+			return err
+		}
+		for _, sub := range [][]byte{keyAttachments, keyChildren} {
+			if _, err := b.CreateBucket(sub); err != nil {
+				return err
+			}
+		}
+		return putJSON(b, keyRecord, newVolumeRecord(Volume{Name: "v", File: "v.qcow2"}))
+	}))
+	must(t, migrate(db, s))
+	if got := dbVersion(t, db, s); got != 3 {
+		t.Fatalf("version %d, want 3", got)
+	}
+	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
+	must(t, db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v")).Bucket(keySnapshots) == nil {
+			return errors.New("the volume has no snapshots bucket")
+		}
+		return nil
+	}))
 }

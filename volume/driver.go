@@ -235,12 +235,23 @@ func (d *Driver) lookup(ctx context.Context, name string) (state.NodeVolume, Par
 	v, err := d.cfg.Store.GetVolume(name)
 	if err == nil {
 		p, kind, err := d.parse(v.Options)
+		p.Options.Location = v.Server
 		return v, p, kind, err
 	}
 	if !errors.Is(err, state.ErrNotFound) {
 		return state.NodeVolume{}, Parsed{}, Kind{}, err
 	}
 	return d.discover(ctx, name)
+}
+
+// located records where the backend says v lives (a backend with several
+// servers) and reports whether that changed.
+func located(v *state.NodeVolume, p *Parsed, bv backend.Volume) bool {
+	if bv.Server == "" || bv.Server == v.Server {
+		return false
+	}
+	v.Server, p.Options.Location = bv.Server, bv.Server
+	return true
 }
 
 // adoptRaced answers a Create whose backend says the volume exists (err)
@@ -263,10 +274,11 @@ func (d *Driver) adoptRaced(ctx context.Context, name, typ string, kind Kind, p 
 }
 
 // record keeps a volume found on the backend of type typ in the node
-// store, with the options stored with it.
+// store, with the options stored with it and the server that holds it
+// (a backend with several servers).
 func (d *Driver) record(name, typ string, bv backend.Volume) (state.NodeVolume, Parsed, error) {
 	v := state.NodeVolume{Name: name, Type: typ, Options: map[string]string{"type": typ},
-		Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
+		Server: bv.Server, Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
 	if _, err := d.applyStored(&v, bv.Stored); err != nil {
 		return state.NodeVolume{}, Parsed{}, err
 	}
@@ -274,6 +286,7 @@ func (d *Driver) record(name, typ string, bv backend.Volume) (state.NodeVolume, 
 	if err != nil {
 		return state.NodeVolume{}, Parsed{}, err
 	}
+	p.Options.Location = v.Server
 	if err := d.cfg.Store.PutVolume(v); err != nil {
 		return state.NodeVolume{}, Parsed{}, err
 	}

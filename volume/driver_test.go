@@ -278,6 +278,49 @@ func sorted(s []string) []string {
 	return out
 }
 
+// A pool with a server down: the volumes seen there are listed from the
+// cache and kept; Get says unreachable; the other servers' volumes are
+// fresh, and one removed there is forgotten.
+func TestListWithAPoolServerDown(t *testing.T) {
+	r := newRig(t, time.Second)
+	r.nbd.serverOf = map[string]string{"ona": "a:1", "onb": "b:1", "gone": "a:1"}
+	for name := range r.nbd.serverOf {
+		r.nbd.vols[name] = backend.Options{Size: 5}
+	}
+	list := func() string {
+		l, err := r.d.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, v := range l.Volumes {
+			out = append(out, v.Name)
+		}
+		return strings.Join(sorted(out), ",")
+	}
+	if got := list(); got != "gone,ona,onb" {
+		t.Fatalf("List = %s", got)
+	}
+	if v, err := r.store.GetVolume("onb"); err != nil || v.Server != "b:1" {
+		t.Fatalf("the node store's record of onb: %+v %v", v, err)
+	}
+	r.nbd.serversDown = []string{"b:1"}
+	delete(r.nbd.vols, "gone")
+	if got := list(); got != "ona,onb" {
+		t.Fatalf("List with b:1 down = %s", got)
+	}
+	if _, err := r.store.GetVolume("onb"); err != nil {
+		t.Fatalf("the cache forgot a volume of the server that is down: %v", err)
+	}
+	if _, err := r.store.GetVolume("gone"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("the cache keeps a volume removed from a server that answered: %v", err)
+	}
+	g, err := r.d.Get(&volume.GetRequest{Name: "onb"})
+	if err != nil || !strings.Contains(g.Volume.Status["status"].(string), "unreachable") {
+		t.Fatalf("Get of a volume on the server that is down = %+v, %v", g, err)
+	}
+}
+
 // TestCreateRacesAnotherHost: every node of a Swarm calls Create for a
 // service's volume at once, each after its own Get found nothing. The
 // create that finds the volume made by another host in the meantime, with

@@ -48,7 +48,7 @@ func runEmbedded(ctx context.Context, f pluginFlags, nbdListen, apiListen string
 	defer stop()
 	data := filepath.Join(f.stateDir, "server")
 	d, err := startServer(serverFlags{data: data, nbdListen: nbdListen, apiListen: apiListen,
-		tokenFile: filepath.Join(data, "token"), maxSize: envOr("NETVOL_MAX_VOLUME_SIZE", defaultMaxVolumeSize), logLevel: f.logLevel, leaseTTL: server.DefaultLeaseTTL})
+		tokenFile: filepath.Join(data, "token"), maxSize: envOr("NETVOL_MAX_VOLUME_SIZE", defaultMaxVolumeSize), logLevel: f.logLevel, leaseTTL: server.DefaultLeaseTTL, weight: 1})
 	if err != nil {
 		return err
 	}

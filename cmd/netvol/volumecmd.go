@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,9 +38,9 @@ there is one (its address and token under <state-dir>/server).`,
 	adoptFlags(defs, cmd, true, connFlagNames()...)
 	pf := cmd.PersistentFlags()
 	pf.BoolVar(&v.json, "json", false, "print JSON instead of a table")
-	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long")
+	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long (move: give more for big volumes)")
 	cmd.AddCommand(v.lsCommand(), v.inspectCommand(), v.createCommand(defs), v.cloneCommand(),
-		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand())
+		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(), v.moveCommand())
 	return cmd
 }
 
@@ -208,5 +209,30 @@ everything in it are deleted.`,
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "the volume's type, when a name is a volume of each type: nbd or nfs")
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove nfs volumes, which may be in use unseen")
+	return cmd
+}
+
+func (v *volumeCmd) moveCommand() *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "move NAME --to SERVER",
+		Short: "Move a detached nbd volume to another storage server of the pool",
+		Long: `Move an nbd volume to another storage server of the pool (--server lists
+them; SERVER as given there, host:port). The volume must be detached: no host
+may mount it while it moves (the move holds it, as a node of its own). The data
+is copied over NBD (zero blocks skipped), read back and compared, then the
+volume switches over: a crash at any point leaves it on exactly one server,
+readable, and running the move again finishes or redoes it. Clones (of the
+volume or of a snapshot) stay with their source, and a volume with clones or
+snapshots cannot move: the move names them (a move copies the volume's data,
+not its snapshots).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, _ := os.Hostname()
+			return v.ops(cmd).Move(cmd.Context(), args[0], to, host)
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the storage server to move it to, host:port as --server names it (required)")
+	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }

@@ -72,8 +72,9 @@ func TestVolumeCreateLsInspect(t *testing.T) {
 	}
 	d.mustVol(t, "clone", "db", "db2")
 	rows := tableRows(d.mustVol(t, "ls"))
-	want := [][]string{{"NAME", "TYPE", "SIZE", "ALLOCATED", "ATTACHED", "CREATED"},
-		{"db", "nbd", "1GiB"}, {"db2", "nbd", "1GiB"}, {"web", "nbd", "512MiB"}}
+	srv := strings.TrimPrefix(d.URL, "http://")
+	want := [][]string{{"NAME", "TYPE", "SERVER", "SIZE", "ALLOCATED", "ATTACHED", "CREATED"},
+		{"db", "nbd", srv, "1GiB"}, {"db2", "nbd", srv, "1GiB"}, {"web", "nbd", srv, "512MiB"}}
 	if len(rows) != len(want) {
 		t.Fatalf("ls: %q", rows)
 	}
@@ -81,8 +82,8 @@ func TestVolumeCreateLsInspect(t *testing.T) {
 		if strings.Join(rows[i][:len(w)], " ") != strings.Join(w, " ") {
 			t.Errorf("ls row %d: %q, want %q...", i, rows[i], w)
 		}
-		if i > 0 && (len(rows[i]) != 7 || rows[i][4] != "-") { // CREATED is two fields
-			t.Errorf("ls row %d: %q, want 7 fields, not attached", i, rows[i])
+		if i > 0 && (len(rows[i]) != 8 || rows[i][5] != "-") { // CREATED is two fields
+			t.Errorf("ls row %d: %q, want 8 fields, not attached", i, rows[i])
 		}
 	}
 	var list []opcmd.VolumeInfo
@@ -107,7 +108,7 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := tableRows(d.mustVol(t, "ls"))
-	if len(rows) != 2 || rows[1][4] != "web1(rw)" {
+	if len(rows) != 2 || rows[1][5] != "web1(rw)" {
 		t.Fatalf("ls of an attached volume: %q", rows)
 	}
 	out := d.mustVol(t, "inspect", "data")

@@ -125,7 +125,7 @@ func (v *Volumes) createDefaults() (string, int64, error) {
 func checkCreateOptions(name, typ string, raw map[string]string) error {
 	passed := []string{"type", "uid", "gid", "mode"}
 	if typ == backend.TypeNBD {
-		passed = []string{"type", "size", "from", "from-snapshot", "fs"} // fs: ext4, the only one
+		passed = []string{"type", "size", "from", "from-snapshot", "fs", "server"} // fs: ext4, the only one; server: the pool's
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {

@@ -50,7 +50,12 @@ func isNotFound(err error) bool {
 }
 
 // nbdStore is the storage daemon's volumes.
-type nbdStore struct{ api *api.Client }
+type nbdStore struct {
+	api *api.Client
+	// server names the daemon as a pool's --server does (host:port); ""
+	// outside a pool, where volumes show the API's URL.
+	server string
+}
 
 func (s nbdStore) Type() string  { return backend.TypeNBD }
 func (s nbdStore) Where() string { return "the storage daemon " + s.api.URL() }
@@ -76,6 +81,9 @@ func (s nbdStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
+	if o.Server != "" && o.Server != s.api.Server() {
+		return VolumeInfo{}, fmt.Errorf("creating nbd volume %q: server %q: the storage server is %s: %w", name, o.Server, s.api.Server(), backend.ErrInvalid)
+	}
 	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot})
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
@@ -89,6 +97,9 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// holder is the daemon that holds name: this one.
+func (s nbdStore) holder(context.Context, string) (nbdStore, error) { return s, nil }
 
 // Resize grows a volume to size bytes; pending are the holders that have
 // not grown their device and file system yet.
@@ -105,7 +116,11 @@ func (s nbdStore) info(v api.Volume) VolumeInfo {
 	if atts == nil {
 		atts = []api.Attachment{}
 	}
-	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
+	server := s.server
+	if server == "" {
+		server = s.api.URL()
+	}
+	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: server, Size: v.Size, Allocated: v.Allocated,
 		CreatedAt: v.CreatedAt, From: v.From, FromSnap: v.FromSnapshot, Labels: v.Labels, Attachments: atts, Snapshots: v.Snapshots}
 }
 

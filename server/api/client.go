@@ -100,6 +100,9 @@ func parseBase(s string) (*url.URL, error) {
 // Server is the API's host:port (host alone when the URL gave no port).
 func (c *Client) Server() string { return c.base.Host }
 
+// Token is the bearer token the client sends.
+func (c *Client) Token() string { return c.token }
+
 // URL is the API's base URL.
 func (c *Client) URL() string { return c.base.String() }
 
