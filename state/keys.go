@@ -15,6 +15,7 @@ var (
 	keyAttachments = []byte("attachments") // registry: volumes/<name>/attachments
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
 	keySnapshots   = []byte("snapshots")   // registry: volumes/<name>/snapshots (schema 2)
+	keyBackup      = []byte("backup")      // registry: volumes/<name>/backup (schema 3)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

@@ -30,6 +30,7 @@ func registrySchema() schema {
 	return schema{kind: "registry", migrations: []migration{
 		{version: 1, name: "create volumes, exports and tokens buckets", apply: registryV1},
 		{version: 2, name: "create a snapshots bucket in every volume", apply: registryV2},
+		{version: 3, name: "backup records; hidden snapshots that backups keep", apply: registryV3},
 	}}
 }
 
@@ -52,6 +53,18 @@ func registryV2(tx *bolt.Tx) error {
 		_, err := vols.Bucket(k).CreateBucketIfNotExists(keySnapshots)
 		return err
 	})
+}
+
+// registryV3 adds nothing to existing volumes (none has a backup record
+// yet: BackupState reads as zero). The version itself is the point: a
+// daemon of schema 2 would merge away the hidden snapshots a backup
+// keeps as its base (it takes every hidden snapshot without clones for
+// an abandoned one), so it must refuse this registry.
+func registryV3(tx *bolt.Tx) error {
+	if tx.Bucket(keyV1).Bucket(keyVolumes) == nil {
+		return fmt.Errorf("no %s bucket", keyVolumes)
+	}
+	return nil
 }
 
 func nodeV1(tx *bolt.Tx) error {

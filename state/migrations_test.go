@@ -15,6 +15,7 @@ func migrationTests() map[string]func(*testing.T) {
 	return map[string]func(*testing.T){
 		"registry/1": testRegistryV1,
 		"registry/2": testRegistryV2,
+		"registry/3": testRegistryV3,
 		"node/1":     testNodeV1,
 	}
 }
@@ -103,6 +104,41 @@ func testRegistryV2(t *testing.T) {
 		}
 		_, err := readVolume(vols.Bucket([]byte("v")), "v")
 		return err
+	}))
+}
+
+// testRegistryV3: volumes of schema 2 keep their snapshots and read as
+// having no backup record.
+func testRegistryV3(t *testing.T) {
+	db := rawDB(t, registrySchema(), 2)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		b, err := vols.CreateBucket([]byte("v"))
+		if err != nil {
+			return err
+		}
+		for _, sub := range [][]byte{keyAttachments, keyChildren, keySnapshots} {
+			if _, err := b.CreateBucket(sub); err != nil {
+				return err
+			}
+		}
+		if err := putJSON(b.Bucket(keySnapshots), []byte("s1"), snapshotRecord{V: 1, File: "v.qcow2"}); err != nil {
+			return err
+		}
+		return putJSON(b, keyRecord, newVolumeRecord(Volume{Name: "v", File: "v.1.qcow2"}))
+	}))
+	must(t, db.Update(registryV3))
+	must(t, db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v"))
+		v, err := readVolume(b, "v")
+		if err != nil || len(v.Snapshots) != 1 {
+			return fmt.Errorf("volume after migration: %+v, %v", v, err)
+		}
+		bs, err := readBackup(b, "v")
+		if err != nil || bs != (BackupState{}) {
+			return fmt.Errorf("backup record after migration: %+v, %v", bs, err)
+		}
+		return nil
 	}))
 }
 
