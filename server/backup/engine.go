@@ -67,6 +67,7 @@ func (e *Engine) Target() Target { return e.t }
 type Source struct {
 	ID, Volume, Snapshot string
 	Created              time.Time
+	Labels               map[string]string
 	Image                io.ReaderAt
 	Size, ClusterSize    int64
 	// Parent is the backup Changed is relative to ("" for none).
@@ -105,7 +106,7 @@ func (e *Engine) Backup(ctx context.Context, src Source) (*Manifest, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	m := &Manifest{Format: Format, Version: Version, ID: src.ID, Volume: src.Volume, Snapshot: src.Snapshot,
-		CreatedAt: src.Created.UTC(), Size: src.Size, ClusterSize: src.ClusterSize, ChunkSize: src.ClusterSize}
+		CreatedAt: src.Created.UTC(), Labels: src.Labels, Size: src.Size, ClusterSize: src.ClusterSize, ChunkSize: src.ClusterSize}
 	if vol, err := VolumeOf(src.ID); err != nil || vol != src.Volume {
 		return nil, fmt.Errorf("backup ID %q of volume %q: %w", src.ID, src.Volume, errdefs.ErrInvalid)
 	}

@@ -60,6 +60,8 @@ type Manifest struct {
 	// Index is the SHA-256 of the index object and its length.
 	IndexSHA256 string `json:"index_sha256"`
 	IndexSize   int64  `json:"index_size"`
+	// Labels are the volume's (its stored options), given to a restore.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Entry is one chunk of a backup: its number and the SHA-256 of its data.
