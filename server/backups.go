@@ -397,6 +397,9 @@ func (s *Service) recoverBackups() error {
 		if err != nil {
 			return err
 		}
+		if v, err = s.reg.GetVolume(v.Name); err != nil {
+			return err
+		}
 		for _, sn := range v.Snapshots {
 			if !backupSnapshot(sn.Name) || sn.Name == bs.Base {
 				continue

@@ -13,7 +13,6 @@ import (
 
 	"github.com/netvol/netvol/internal/s3test"
 	"github.com/netvol/netvol/nbd"
-	"github.com/netvol/netvol/qcow2"
 	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/server/backup"
 	"github.com/netvol/netvol/state"
@@ -90,20 +89,24 @@ func (w *writer) scatter(n int) {
 	}
 }
 
-// readImage reads a volume's whole image from its file.
+// readImage reads a volume's whole image as its exports read it (opened
+// by the service, its intent log replayed).
 func readImage(t *testing.T, s *Service, volume string) []byte {
 	t.Helper()
 	v, err := s.reg.GetVolume(volume)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := qcow2.Open(s.path(v.File), &qcow2.OpenOptions{ReadOnly: true})
+	if err := s.acquire(bg); err != nil {
+		t.Fatal(err)
+	}
+	lv, err := s.image(v)
+	s.release()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer img.Close()
-	buf := make([]byte, img.Size())
-	if _, err := img.ReadAt(buf, 0); err != nil {
+	buf := make([]byte, lv.Size())
+	if _, err := lv.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
 	return buf
