@@ -333,3 +333,61 @@ func TestBackupRemove(t *testing.T) {
 		t.Fatalf("backup of a missing volume: %v", err)
 	}
 }
+
+// The schedule backs up the volumes whose labels ask for it when due,
+// remembers across a restart when it last did, and keeps the newest
+// backups (retention); the others still restore.
+func TestBackupScheduleAndRetention(t *testing.T) {
+	tg := backupTargets(t)["dir"]()
+	dir := t.TempDir()
+	a := backupService(t, tg, dir)
+	if _, err := a.CreateVolume(bg, api.CreateRequest{Name: "db", Size: bvSize,
+		Labels: map[string]string{LabelBackupEvery: "1ns", LabelBackupKeep: "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateVolume(bg, api.CreateRequest{Name: "hourly", Size: bvSize,
+		Labels: map[string]string{LabelBackupEvery: "1h"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, a, "never", bvSize, "")
+	w := attachWriter(t, a, "db")
+	var states [][]byte
+	for i := range 4 {
+		w.write(int64(i)<<20, 4096)
+		a.runDueBackups(bg, Schedule{})
+		states = append(states, bytes.Clone(w.want))
+	}
+	list, err := a.ListBackups(bg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var db, hourly int
+	for _, b := range list {
+		switch b.Volume {
+		case "db":
+			db++
+		case "hourly":
+			hourly++
+		default:
+			t.Fatalf("backup of %s, which has no schedule", b.Volume)
+		}
+	}
+	if db != 2 || hourly != 1 {
+		t.Fatalf("%d backups of db (keep 2), %d of hourly (one per hour); want 2 and 1", db, hourly)
+	}
+	dbs, _ := a.ListBackups(bg, "db")
+	restoreAndCompare(t, a, dbs[0].ID, "r2", states[2])
+	restoreAndCompare(t, a, dbs[1].ID, "r3", states[3])
+	a.Close()
+	// a restart: hourly is not due again; the daemon default schedules "never"
+	b := backupService(t, tg, dir)
+	b.runDueBackups(bg, Schedule{Every: time.Hour})
+	list, _ = b.ListBackups(bg, "hourly")
+	nev, _ := b.ListBackups(bg, "never")
+	if len(list) != 1 || len(nev) != 1 {
+		t.Fatalf("after a restart: %d backups of hourly (want 1: not due), %d of never (want 1: the default)", len(list), len(nev))
+	}
+	if _, err := scheduleOf(map[string]string{LabelBackupEvery: "soon"}, Schedule{}); err == nil {
+		t.Fatal("a bad schedule label accepted")
+	}
+}
