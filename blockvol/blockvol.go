@@ -105,13 +105,14 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if err := checkOptions(o); err != nil {
 		return fmt.Errorf("create volume %q: %w", name, err)
 	}
-	if o.Size <= 0 {
+	if o.Size <= 0 && o.FromBackup == "" { // a restore may take the backup's size
 		return fmt.Errorf("create volume %q: size %d: must be more than zero: %w", name, o.Size, backend.ErrInvalid)
 	}
 	if o.Server != "" && o.Server != b.cfg.API.Server() {
 		return fmt.Errorf("create volume %q: server %q: this nbd backend uses %s only: %w", name, o.Server, b.cfg.API.Server(), backend.ErrInvalid)
 	}
-	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot, Labels: storedLabels(o)}
+	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot,
+		FromBackup: o.FromBackup, Labels: storedLabels(o)}
 	_, err := b.cfg.API.CreateVolume(ctx, req)
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(err))
