@@ -26,6 +26,7 @@ func backupTargets(t *testing.T) map[string]func() backup.Target {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "backups")
 	srv := s3test.Start(t, "bkt")
+	srv.SetEnv(t)
 	open := func(url string, cfg backup.S3Config) func() backup.Target {
 		return func() backup.Target {
 			tg, err := backup.OpenTarget(url, cfg)

@@ -54,9 +54,8 @@ func Binary() string {
 	return ""
 }
 
-// Start runs versitygw for the test with the given buckets and sets the
-// AWS_* environment of the test to its credentials. It is stopped when
-// the test ends.
+// Start runs versitygw for the test with the given buckets. It is stopped
+// when the test ends. SetEnv or CredentialsFile hand its credentials on.
 func Start(t testing.TB, buckets ...string) *Server {
 	t.Helper()
 	bin := Binary()
@@ -95,10 +94,26 @@ func Start(t testing.TB, buckets ...string) *Server {
 		log, _ := os.ReadFile(logf.Name())
 		t.Fatalf("versitygw did not listen on %s: %v\n%s", addr, err, log)
 	}
+	return &Server{Endpoint: "http://" + addr, Dir: dir}
+}
+
+// SetEnv sets the test's AWS_* environment to the server's credentials
+// (not in parallel tests).
+func (s *Server) SetEnv(t testing.TB) {
 	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
 	t.Setenv("AWS_REGION", Region)
-	return &Server{Endpoint: "http://" + addr, Dir: dir}
+}
+
+// CredentialsFile writes the credentials as an AWS shared credentials
+// file (profile default), for AWS_SHARED_CREDENTIALS_FILE.
+func (s *Server) CredentialsFile(t testing.TB) string {
+	p := filepath.Join(t.TempDir(), "credentials")
+	data := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", AccessKey, SecretKey)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func freePort(t testing.TB) int {

@@ -22,6 +22,7 @@ func targets(t *testing.T) map[string]Target {
 		t.Fatal(err)
 	}
 	srv := s3test.Start(t, "backups")
+	srv.SetEnv(t)
 	s3, err := OpenTarget("s3://backups/some/prefix", S3Config{Endpoint: srv.Endpoint, Region: s3test.Region})
 	if err != nil {
 		t.Fatal(err)
