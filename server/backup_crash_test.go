@@ -1,13 +1,11 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -151,47 +149,7 @@ func bkCrashSetup(ctx context.Context, s *Service, fail func(string, error)) *nb
 
 func runBackupChild(t *testing.T, dir, step string) (steps []string, done bool) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run", "^TestBackupCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), bkCrashDirEnv+"="+dir, bkCrashAtEnv+"="+step)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			if name, ok := strings.CutPrefix(line, "step "); ok {
-				steps = append(steps, name)
-			}
-			if line == "done" {
-				done = true
-				cmd.Process.Signal(syscall.SIGKILL)
-			}
-		}
-	}()
-	select {
-	case <-ended:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the child neither finished nor died: %s", stderr.String())
-	}
-	cmd.Wait()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the child was not killed: %s", stderr.String())
-	}
-	return steps, done
+	return runKilledChild(t, "TestBackupCrashChild", bkCrashDirEnv+"="+dir, bkCrashAtEnv+"="+step)
 }
 
 func TestKillDuringBackup(t *testing.T) {

@@ -192,42 +192,47 @@ func (e *Engine) plan(src Source, m *Manifest, p *parentIndex, r *result) []int6
 
 // store reads, hashes and stores the chunks of read, Workers at once.
 func (e *Engine) store(ctx context.Context, src Source, m *Manifest, read []int64, r *result) error {
+	return parallel(ctx, e.opts.Workers, read, func() func(context.Context, int64) error {
+		buf := make([]byte, m.ChunkSize)
+		return func(ctx context.Context, c int64) error { return e.storeChunk(ctx, src, m, c, buf, r) }
+	})
+}
+
+// parallel runs a worker of each newWorker on the items, workers at once,
+// until all are done or the first fails (its error is returned and the
+// others' context ends).
+func parallel[T any](ctx context.Context, workers int, items []T, newWorker func() func(context.Context, T) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	jobs := make(chan int64)
+	jobs := make(chan T)
 	var wg sync.WaitGroup
-	for range e.opts.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, m.ChunkSize)
-			for c := range jobs {
-				if err := e.storeChunk(ctx, src, m, c, buf, r); err != nil {
+	for range workers {
+		work := newWorker()
+		wg.Go(func() {
+			for it := range jobs {
+				if ctx.Err() != nil {
+					continue
+				}
+				if err := work(ctx, it); err != nil {
 					cancel(err)
 				}
 			}
-		}()
+		})
 	}
-	for _, c := range read {
+feed:
+	for _, it := range items {
 		select {
-		case jobs <- c:
-			continue
+		case jobs <- it:
 		case <-ctx.Done():
+			break feed
 		}
-		break
 	}
 	close(jobs)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return context.Cause(ctx)
 }
 
 func (e *Engine) storeChunk(ctx context.Context, src Source, m *Manifest, c int64, buf []byte, r *result) error {
-	if ctx.Err() != nil {
-		return nil
-	}
 	n := m.ChunkLen(c)
 	b := buf[:n]
 	if k, err := src.Image.ReadAt(b, c*m.ChunkSize); err != nil && !(errors.Is(err, io.EOF) && int64(k) == n) {
@@ -424,43 +429,18 @@ func (e *Engine) fetchAll(ctx context.Context, id string, dst io.WriterAt) (Veri
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var res VerifyResult
-	var bytesDone atomic.Int64
-	jobs := make(chan Entry)
-	var wg sync.WaitGroup
-	for range e.opts.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for en := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				n, err := e.fetchChunk(ctx, m, en, dst)
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				bytesDone.Add(n)
-			}
-		}()
-	}
-	for _, en := range entries {
-		select {
-		case jobs <- en:
-			continue
-		case <-ctx.Done():
+	var done atomic.Int64
+	err = parallel(ctx, e.opts.Workers, entries, func() func(context.Context, Entry) error {
+		return func(ctx context.Context, en Entry) error {
+			n, err := e.fetchChunk(ctx, m, en, dst)
+			done.Add(n)
+			return err
 		}
-		break
+	})
+	if err != nil {
+		return VerifyResult{}, err
 	}
-	close(jobs)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return res, err
-	}
-	return VerifyResult{Chunks: int64(len(entries)), Bytes: bytesDone.Load()}, nil
+	return VerifyResult{Chunks: int64(len(entries)), Bytes: done.Load()}, nil
 }
 
 // fetchChunk reads one chunk, checks it and writes it to dst (if any).
