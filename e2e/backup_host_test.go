@@ -50,11 +50,11 @@ func TestBackupsThroughHostDocker(t *testing.T) {
 	step := stepTimer(t)
 
 	d.run("volume", "create", "-d", "netvol", "-o", "size=256M", "db")
-	// The writer: 64 KiB files of random data, each synced, numbered, for
-	// as long as the test runs.
+	// The writer: 64 KiB files of random data, each synced, numbered, ten
+	// a second, for as long as the test runs.
 	d.run("run", "-d", "--name", "writer", "--network", "none", "-v", "db:/v", node.BusyboxImage, "sh", "-c",
 		"dd if=/dev/urandom of=/v/base bs=1M count=16 2>/dev/null && sync && echo SYNCED && "+
-			"i=0; while true; do dd if=/dev/urandom of=/v/f$i bs=64k count=1 2>/dev/null; sync; i=$((i+1)); done")
+			"i=0; while true; do dd if=/dev/urandom of=/v/f$i bs=64k count=1 2>/dev/null; sync; i=$((i+1)); usleep 100000; done")
 	waitLog(t, d, "writer", "SYNCED")
 	step("a container wrote 16 MiB and keeps writing")
 
