@@ -14,8 +14,8 @@
 # starts from an empty target (the previous run's chunks and manifests
 # removed, untimed), so it stores every chunk. The image is in the page
 # cache for both sides (each run reads it whole). Incremental writes go
-# through NBD (qemu-io, an attachment made through the control API), a
-# different byte pattern per cluster.
+# through NBD (qemu-io, an attachment made through the control API), each
+# cluster random data of its own (nothing to deduplicate).
 set -euo pipefail
 PROG=backup-vs-cp
 # shellcheck source=bench/lib.sh
@@ -90,7 +90,8 @@ incremental() { # N clusters within the first SPAN bytes
   local n=$1 span=$2 cmds=() i off
   for i in $(seq 0 $((n - 1))); do
     off=$(( (RANDOM * 32768 + RANDOM) % (span / 65536) * 65536 ))
-    cmds+=(-c "write -P $(( (i % 250) + 1 )) $off 64k")
+    head -c 65536 /dev/urandom >"$work/w$i"
+    cmds+=(-c "write -s $work/w$i $off 64k")
   done
   qemu-io -f raw "${cmds[@]}" "nbd://127.0.0.1:$nbd/$export_name" >/dev/null
   nv backup create db --json | awk -F': ' '/"stored_bytes"/{gsub(",","",$2); print $2}'

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,7 @@ import (
 // with its directory before Put returns.
 type dirTarget struct {
 	root string
+	made sync.Map // directories known to exist
 }
 
 const dirTmp = ".tmp-"
@@ -54,13 +56,21 @@ func (d *dirTarget) Put(ctx context.Context, key string, data []byte) error {
 		return err
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("backup target: %w", err)
+	if _, ok := d.made.Load(dir); !ok {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("backup target: %w", err)
+		}
+		d.made.Store(dir, true)
 	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := filepath.Join(dir, dirTmp+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrNotExist) { // removed behind our back
+		if err = os.MkdirAll(dir, 0o700); err == nil {
+			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("backup target: %w", err)
 	}
