@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test ./qcow2 -run '^$$' -fuzz '^FuzzZeroing$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nfs -run '^$$' -fuzz '^FuzzParseExport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./server/api -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server/api -run '^$$' -fuzz '^FuzzParseServers$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin build

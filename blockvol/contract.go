@@ -23,6 +23,9 @@ type API interface {
 	Attach(ctx context.Context, volume, node, mode string) (api.Grant, error)
 	Renew(ctx context.Context, volume, node string) (api.Lease, error)
 	Detach(ctx context.Context, volume, node string) error
+	// ReportGrown tells the daemon what size this node's device and file
+	// system of volume have after it grew them (or why they could not).
+	ReportGrown(ctx context.Context, volume, node string, r api.GrownReport) error
 }
 
 var _ API = (*api.Client)(nil)
@@ -76,6 +79,22 @@ type Formatter interface {
 	// Format formats device; opts are extra mkfs.ext4 arguments that
 	// CheckMkfsOptions accepted.
 	Format(ctx context.Context, device string, opts []string) error
+}
+
+// Grower is an Attacher that can give a device in use the new size of its
+// export after the volume grew (see grow.go).
+type Grower interface {
+	// Grow makes d as large as its export is now (dial reaches the export
+	// to ask, for attachers that need to) and returns d's size in bytes.
+	Grow(ctx context.Context, d Device, dial Dialer) (int64, error)
+}
+
+// FSGrower grows the file system mounted at target, online, to the size
+// of its device; Ext4Grower is the real one.
+type FSGrower interface {
+	// GrowFS returns the device's size in bytes, which the file system
+	// now spans (up to its own rounding).
+	GrowFS(ctx context.Context, device, target string) (int64, error)
 }
 
 // Reconnector is an Attacher that can give a device new connections after

@@ -13,15 +13,15 @@ import (
 
 // nbdAddr is where the NBD server listens: Config.NBDAddr, or what the
 // daemon reports, asked each time so a restarted daemon may move.
-func (b *Backend) nbdAddr(ctx context.Context) (string, error) {
+func (b *Backend) nbdAddr(ctx context.Context, m *member) (string, error) {
 	if b.cfg.NBDAddr != "" {
 		return b.cfg.NBDAddr, nil
 	}
-	h, err := b.cfg.API.Health(ctx)
+	h, err := m.api.Health(ctx)
 	if err != nil {
-		return "", b.mapErr(err)
+		return "", b.mapErr(m, err)
 	}
-	return DeriveNBDAddr(b.cfg.API.Server(), h.NBD)
+	return DeriveNBDAddr(m.name, h.NBD)
 }
 
 // DeriveNBDAddr is where the plugin dials NBD: it combines the API's host with the NBD port the daemon

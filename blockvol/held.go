@@ -57,14 +57,14 @@ func (e *HeldError) Unwrap() []error { return []error{e.err, backend.ErrHeld, ba
 // holder's lease to lapse fits in ctx's deadline less heldMargin; a
 // renewed lease is judged afresh. When it does not fit, or ctx has no
 // deadline, it fails with a *HeldError.
-func (b *Backend) attachRW(ctx context.Context, name string) (api.Grant, error) {
+func (b *Backend) attachRW(ctx context.Context, m *member, name string) (api.Grant, error) {
 	var waited bool
 	for {
-		g, err := b.cfg.API.Attach(ctx, name, b.cfg.Node, api.ModeRW)
+		g, err := m.api.Attach(ctx, name, b.cfg.Node, api.ModeRW)
 		var ae *api.Error
 		if err == nil || !errors.Is(err, api.ErrConflict) || !errors.As(err, &ae) {
 			if err != nil {
-				err = fmt.Errorf("attaching on the storage server: %w", b.mapErr(err))
+				err = fmt.Errorf("attaching on the storage server: %w", b.mapErr(m, err))
 			}
 			return g, err
 		}

@@ -118,7 +118,7 @@ func TestFenceReleasesDevice(t *testing.T) {
 	e := newEnv(t, time.Second)
 	b, fk := e.backend("node-1", nil)
 	flaky := &flakyAPI{Client: e.client}
-	b.cfg.API = flaky
+	useAPI(b, flaky)
 	log, hook := logtest.NewNullLogger()
 	b.cfg.Log = log
 	e.create(b, "v")

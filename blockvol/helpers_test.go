@@ -151,6 +151,7 @@ type copyAttacher struct {
 	n            int
 	open         map[string]*nbd.Client // by device path
 	conns        int                    // dialed
+	grows        int                    // Grow calls
 	writeBackErr error
 }
 
@@ -304,4 +305,56 @@ func (f *flakyAPI) Renew(ctx context.Context, volume, node string) (api.Lease, e
 		return api.Lease{}, fmt.Errorf("%w: test says so", api.ErrUnavailable)
 	}
 	return f.Client.Renew(ctx, volume, node)
+}
+
+// useAPI makes b talk to a (a wrapper of its server's client) from now on.
+func useAPI(b *Backend, a API) {
+	p, err := newPool([]API{a})
+	if err != nil {
+		panic(err)
+	}
+	b.cfg.API, b.pool = a, p
+}
+
+var _ Grower = (*copyAttacher)(nil)
+
+// Grow implements Grower for the copy attacher: the "device" file takes
+// the export's size, as the server tells a new connection.
+func (a *copyAttacher) Grow(ctx context.Context, d Device, dial Dialer) (int64, error) {
+	conn, info, err := dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	conn.Close()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.grows++
+	if err := os.Truncate(d.Path, int64(info.Size)); err != nil {
+		return 0, err
+	}
+	return int64(info.Size), nil
+}
+
+// fakeFSGrower records growths; the file system "spans" the device.
+type fakeFSGrower struct {
+	mu    sync.Mutex
+	fail  error
+	calls []string // target:device size
+}
+
+func (g *fakeFSGrower) GrowFS(_ context.Context, device, target string) (int64, error) {
+	n, err := deviceSize(device)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls = append(g.calls, fmt.Sprintf("%s:%d", target, n))
+	if g.fail != nil {
+		return 0, g.fail
+	}
+	return n, err
+}
+
+func (g *fakeFSGrower) grown() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.calls...)
 }

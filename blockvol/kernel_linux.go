@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/volume/backend"
+	"golang.org/x/sys/unix"
 )
 
 // MethodKernel is the Device.Method of KernelAttacher.
@@ -83,6 +86,58 @@ func (k KernelAttacher) Reconnect(ctx context.Context, d Device, dial Dialer) er
 	cfg := k.config(info)
 	cfg.Index = idx
 	return nbd.KernelReconfigure(idx, cfg, conns...)
+}
+
+var _ Grower = KernelAttacher{}
+
+// Grow gives the device d, in use, its export's new size: it asks the
+// server (one connection, closed again), then tells the kernel over
+// netlink (nbd.KernelResize), keeping the device's block size. The
+// connections stay; the server serves the grown range on them.
+func (k KernelAttacher) Grow(ctx context.Context, d Device, dial Dialer) (int64, error) {
+	idx, err := nbdIndex(d.Path)
+	if err != nil {
+		return 0, err
+	}
+	conn, info, err := dial(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("asking the server for the export's size: %w", err)
+	}
+	conn.Close()
+	bs, cur, err := blockDeviceGeometry(d.Path)
+	if err != nil {
+		return 0, err
+	}
+	want := int64(info.Size) / bs * bs
+	if want <= cur {
+		return cur, nil
+	}
+	if err := nbd.KernelResize(idx, uint64(want), uint64(bs)); err != nil {
+		return 0, err
+	}
+	_, now, err := blockDeviceGeometry(d.Path)
+	if err == nil && now < want {
+		err = fmt.Errorf("the kernel kept %s at %d bytes after the resize to %d (its NBD driver predates resizing over netlink, Linux 5.3)", d.Path, now, want)
+	}
+	return now, err
+}
+
+// blockDeviceGeometry returns a block device's logical block size and size.
+func blockDeviceGeometry(path string) (blockSize, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	bs, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+	if err != nil {
+		return 0, 0, fmt.Errorf("block size of %s: %w", path, err)
+	}
+	size, err = f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return int64(bs), size, nil
 }
 
 // dial opens the connections; on error, those returned are still to close.

@@ -22,6 +22,7 @@ const (
 // counted on this host's clock from the time left the server reports, so
 // no clock is compared with the server's.
 type lease struct {
+	m    *member // the storage server that holds the attachment
 	name string
 	stop context.CancelFunc
 	done chan struct{} // closed when the renewal goroutine ended
@@ -34,6 +35,9 @@ type lease struct {
 	device   Device // released when the server no longer holds the attachment
 	export   string // the NBD export name, to connect again after a daemon restart
 	instance string // the daemon's run, as last reported
+	target   string // where the file system is mounted, to grow it
+	grow     growState
+	growing  sync.WaitGroup // a growth running (grow.go)
 }
 
 // remaining is the time a grant or renewal left: what the server says, or
@@ -162,14 +166,15 @@ func (l *lease) callTimeout() time.Duration {
 func (l *lease) halt() {
 	l.stop()
 	<-l.done
+	l.growing.Wait()
 }
 
 // startRenewal renews name's lease, as granted or last renewed, until
 // stopRenewal (or Close). dev, when known, is released should the server
 // drop the attachment (setDevice gives it later).
-func (b *Backend) startRenewal(name string, granted api.Lease, dev Device) *lease {
+func (b *Backend) startRenewal(m *member, name string, granted api.Lease, dev Device) *lease {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &lease{name: name, stop: cancel, done: make(chan struct{}), device: dev}
+	l := &lease{m: m, name: name, stop: cancel, done: make(chan struct{}), device: dev}
 	l.update(b.cfg.Now(), granted)
 	l.sawInstance(granted.Instance)
 	b.putLease(l)
@@ -221,7 +226,7 @@ func (b *Backend) Fenced(name string) bool {
 
 func (b *Backend) renewLoop(ctx context.Context, l *lease) {
 	defer close(l.done)
-	log := b.cfg.Log.WithFields(logrus.Fields{"volume": l.name, "node": b.cfg.Node})
+	log := b.cfg.Log.WithFields(logrus.Fields{"volume": l.name, "node": b.cfg.Node, "server": l.m.name})
 	t := time.NewTimer(l.wait(true))
 	defer t.Stop()
 	for {
@@ -247,7 +252,7 @@ func (b *Backend) renewLoop(ctx context.Context, l *lease) {
 // renew.
 func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogger) (ok bool, gone error) {
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout())
-	got, err := b.cfg.API.Renew(cctx, l.name, b.cfg.Node)
+	got, err := l.m.api.Renew(cctx, l.name, b.cfg.Node)
 	cancel()
 	if ctx.Err() != nil {
 		return true, nil // stopping: nothing to report
@@ -265,6 +270,7 @@ func (b *Backend) renewOnce(ctx context.Context, l *lease, log logrus.FieldLogge
 			}
 			b.reconnect(ctx, l, log)
 		}
+		b.maybeGrow(ctx, l, got.Size, log)
 		return true, nil
 	}
 	if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInUse) {
@@ -289,7 +295,7 @@ func (b *Backend) reconnect(ctx context.Context, l *lease, log logrus.FieldLogge
 	}
 	cctx, cancel := context.WithTimeout(ctx, undoTimeout)
 	defer cancel()
-	addr, err := b.nbdAddr(cctx)
+	addr, err := b.nbdAddr(cctx, l.m)
 	if err == nil {
 		err = r.Reconnect(cctx, dev, b.dialer(addr, export))
 	}
@@ -308,7 +314,7 @@ func (b *Backend) reconnect(ctx context.Context, l *lease, log logrus.FieldLogge
 // dead-connection timeouts). The file system stays mounted, failing,
 // until Docker unmounts it.
 func (b *Backend) fence(ctx context.Context, l *lease, gone error, log logrus.FieldLogger) {
-	why := "the storage server no longer holds this node's attachment" + b.holderNow(ctx, l.name)
+	why := "the storage server no longer holds this node's attachment" + b.holderNow(ctx, l.m, l.name)
 	if !errors.Is(gone, api.ErrNotFound) {
 		why = "the storage server will not renew this node's attachment: " + gone.Error()
 	}
@@ -330,10 +336,10 @@ func (b *Backend) fence(ctx context.Context, l *lease, gone error, log logrus.Fi
 }
 
 // holderNow names, for messages, the node that holds name now, if any.
-func (b *Backend) holderNow(ctx context.Context, name string) string {
+func (b *Backend) holderNow(ctx context.Context, m *member, name string) string {
 	cctx, cancel := context.WithTimeout(ctx, maxCallWait)
 	defer cancel()
-	v, err := b.cfg.API.GetVolume(cctx, name)
+	v, err := m.api.GetVolume(cctx, name)
 	if err != nil {
 		return ""
 	}

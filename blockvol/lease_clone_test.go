@@ -51,7 +51,7 @@ func (inUseRenewAPI) Renew(context.Context, string, string) (api.Lease, error) {
 func TestLeaseLostWhenRenewRefusedInUse(t *testing.T) {
 	e := newEnv(t, time.Second)
 	b, fk := e.backend("node-1", nil)
-	b.cfg.API = inUseRenewAPI{e.client}
+	useAPI(b, inUseRenewAPI{e.client})
 	e.create(b, "v")
 	ctx := ctxT(t)
 	target := t.TempDir()

@@ -56,7 +56,7 @@ func TestLeaseLostAndRegained(t *testing.T) {
 	e := newEnv(t, time.Second)
 	b, _ := e.backend("node-1", nil)
 	flaky := &flakyAPI{Client: e.client}
-	b.cfg.API = flaky
+	useAPI(b, flaky)
 	e.create(b, "v")
 	ctx := ctxT(t)
 	target := t.TempDir()

@@ -30,11 +30,18 @@ func (b *Backend) Mount(ctx context.Context, name string, o backend.Options, tar
 	if err := checkOptions(o); err != nil {
 		return backend.Mounted{}, fmt.Errorf("mount volume %q: %w", name, err)
 	}
-	addr, err := b.nbdAddr(ctx)
-	if err != nil {
-		return backend.Mounted{}, fmt.Errorf("mount volume %q: finding the NBD server: %w", name, err)
+	loc := located{m: b.pool.members[0]} // one server: its attach says whether the volume is there
+	if !b.pool.single() {
+		var err error
+		if loc, err = b.pool.locate(ctx, name, o.Location); err != nil {
+			return backend.Mounted{}, fmt.Errorf("mount volume %q: %w", name, b.mapErr(loc.m, err))
+		}
 	}
-	op := &mountOp{b: b, name: name, o: o, target: target, addr: addr}
+	addr, err := b.nbdAddr(ctx, loc.m)
+	if err != nil {
+		return backend.Mounted{}, fmt.Errorf("mount volume %q: finding the NBD server of %s: %w", name, loc.m.name, err)
+	}
+	op := &mountOp{b: b, m: loc.m, name: name, o: o, target: target, addr: addr}
 	m, err := op.run(ctx)
 	if err != nil {
 		err = fmt.Errorf("mount volume %q: %w", name, err)
@@ -49,6 +56,7 @@ func (b *Backend) Mount(ctx context.Context, name string, o backend.Options, tar
 // mountOp is one Mount in progress, with what to undo should it fail.
 type mountOp struct {
 	b      *Backend
+	m      *member // the storage server holding the volume
 	name   string
 	o      backend.Options
 	target string
@@ -58,13 +66,13 @@ type mountOp struct {
 
 func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	b := op.b
-	g, err := b.attachRW(ctx, op.name)
+	g, err := b.attachRW(ctx, op.m, op.name)
 	if err != nil {
 		return backend.Mounted{}, err
 	}
-	op.undos = append(op.undos, func(ctx context.Context) error { return b.detach(ctx, op.name) })
+	op.undos = append(op.undos, func(ctx context.Context) error { return b.detach(ctx, op.m, op.name) })
 	// Renew from now on: formatting and mounting may outlast the lease.
-	l := b.startRenewal(op.name, api.Lease{Expires: g.Expires, ExpiresInMS: g.ExpiresInMS, Instance: g.Instance}, Device{})
+	l := b.startRenewal(op.m, op.name, api.Lease{Expires: g.Expires, ExpiresInMS: g.ExpiresInMS, Instance: g.Instance}, Device{})
 	l.setExport(g.Export)
 	op.undos = append(op.undos, func(context.Context) error { b.stopRenewal(op.name); return nil })
 	dev, err := b.attachDevice(ctx, op.name, op.addr, g.Export)
@@ -84,6 +92,7 @@ func (op *mountOp) run(ctx context.Context) (backend.Mounted, error) {
 	if err := op.mountFS(dev.Path); err != nil {
 		return backend.Mounted{}, err
 	}
+	b.growAtMount(ctx, l, dev, op.target)
 	return backend.Mounted{Device: dev.Path, Method: dev.Method, Export: g.Export,
 		Generation: g.Generation, Subdir: Subdir}, nil
 }
@@ -113,12 +122,25 @@ func (op *mountOp) undo(ctx context.Context) error {
 }
 
 // detach ends this node's attachment; one already gone is fine.
-func (b *Backend) detach(ctx context.Context, name string) error {
-	err := b.cfg.API.Detach(ctx, name, b.cfg.Node)
+func (b *Backend) detach(ctx context.Context, m *member, name string) error {
+	err := m.api.Detach(ctx, name, b.cfg.Node)
 	if err != nil && !errors.Is(err, api.ErrNotFound) {
-		return fmt.Errorf("detaching on the storage server: %w", b.mapErr(err))
+		return fmt.Errorf("detaching on the storage server: %w", b.mapErr(m, err))
 	}
 	return nil
+}
+
+// holder is the member a mounted volume is attached on: its lease's, else
+// (after a restart) where the pool finds it.
+func (b *Backend) holder(ctx context.Context, name, hint string) (*member, error) {
+	if l := b.lease(name); l != nil && l.m != nil {
+		return l.m, nil
+	}
+	loc, err := b.pool.locate(ctx, name, hint)
+	if err != nil {
+		return nil, b.mapErr(loc.m, err)
+	}
+	return loc.m, nil
 }
 
 // ensureData makes <target>/data with o's mode and owner when it is
@@ -155,12 +177,13 @@ func ensureData(target string, o backend.Options) error {
 // Unmount unmounts target, then stops the lease renewal, releases the
 // device and detaches. The renewal stops only once the file system is
 // unmounted: a volume still mounted must keep its lease.
-func (b *Backend) Unmount(ctx context.Context, name string, _ backend.Options, target string, m backend.Mounted) error {
+func (b *Backend) Unmount(ctx context.Context, name string, o backend.Options, target string, m backend.Mounted) error {
 	if target != "" {
 		if err := b.cfg.Mounter.Unmount(target); err != nil {
 			return fmt.Errorf("unmount volume %q: %w", name, err)
 		}
 	}
+	srv, herr := b.holder(ctx, name, o.Location)
 	b.stopRenewal(name)
 	var errs []error
 	if m.Device != "" {
@@ -170,7 +193,11 @@ func (b *Backend) Unmount(ctx context.Context, name string, _ backend.Options, t
 	}
 	// Detach even when the device would not go: the server then closes its
 	// connections, and the volume is free for other nodes.
-	errs = append(errs, b.detach(ctx, name))
+	if herr != nil {
+		errs = append(errs, fmt.Errorf("detaching: %w", herr))
+	} else {
+		errs = append(errs, b.detach(ctx, srv, name))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unmount volume %q: %w", name, err)
 	}
@@ -178,12 +205,13 @@ func (b *Backend) Unmount(ctx context.Context, name string, _ backend.Options, t
 }
 
 // Resume renews the lease of a volume found mounted when the plugin
-// starts. When the server shows this node no longer holds the attachment
+// starts (and grows its device and file system should the volume have
+// grown meanwhile: see grow.go). When the server shows this node no longer holds the attachment
 // of m's generation, the lease is lost: it is marked so (Fenced) and not
 // renewed. Otherwise renewal goes on in the background, also when this
 // first renewal failed (its error is returned).
-func (b *Backend) Resume(ctx context.Context, name string, _ backend.Options, _ string, m backend.Mounted) error {
-	held, err := b.heldGeneration(ctx, name)
+func (b *Backend) Resume(ctx context.Context, name string, o backend.Options, target string, m backend.Mounted) error {
+	srv, held, err := b.heldGeneration(ctx, name, o.Location)
 	switch {
 	case errors.Is(err, backend.ErrUnavailable):
 		// Cannot tell: renew, and keep trying.
@@ -192,12 +220,23 @@ func (b *Backend) Resume(ctx context.Context, name string, _ backend.Options, _ 
 	case err != nil || held == 0 || m.Generation != 0 && held != m.Generation:
 		return b.resumeFenced(ctx, name, m)
 	}
-	l, rerr := b.cfg.API.Renew(ctx, name, b.cfg.Node)
+	if srv == nil {
+		// Where it is cannot be told now (its server does not answer):
+		// renew where it was last seen, and keep trying.
+		if srv = b.pool.member(o.Location); srv == nil {
+			return fmt.Errorf("resume volume %q: %w", name, err)
+		}
+	}
+	l, rerr := srv.api.Renew(ctx, name, b.cfg.Node)
 	if rerr != nil {
 		l = api.Lease{Expires: b.cfg.Now()} // unknown: retry soon
-		rerr = fmt.Errorf("resume volume %q: renewing the lease: %w", name, b.mapErr(rerr))
+		rerr = fmt.Errorf("resume volume %q: renewing the lease: %w", name, b.mapErr(srv, rerr))
 	}
-	b.startRenewal(name, l, Device{Path: m.Device, Method: m.Method}).setExport(m.Export)
+	rl := b.startRenewal(srv, name, l, Device{Path: m.Device, Method: m.Method})
+	rl.setExport(m.Export)
+	// The size of device and file system is unknown: the first renewal
+	// checks them (in the background: the device may be stalled).
+	rl.setTarget(target)
 	if err != nil {
 		return fmt.Errorf("resume volume %q: %w", name, err)
 	}
@@ -222,15 +261,15 @@ func (b *Backend) resumeFenced(ctx context.Context, name string, m backend.Mount
 
 // heldGeneration is the generation of this node's attachment of name, 0
 // when it holds none.
-func (b *Backend) heldGeneration(ctx context.Context, name string) (uint64, error) {
-	v, err := b.cfg.API.GetVolume(ctx, name)
+func (b *Backend) heldGeneration(ctx context.Context, name, hint string) (*member, uint64, error) {
+	loc, err := b.pool.locate(ctx, name, hint)
 	if err != nil {
-		return 0, b.mapErr(err)
+		return loc.m, 0, b.mapErr(loc.m, err)
 	}
-	for _, a := range v.Attachments {
+	for _, a := range loc.v.Attachments {
 		if a.Node == b.cfg.Node {
-			return a.Generation, nil
+			return loc.m, a.Generation, nil
 		}
 	}
-	return 0, nil
+	return loc.m, 0, nil
 }

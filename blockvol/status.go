@@ -11,10 +11,10 @@ import (
 )
 
 // volume is v as docker volume inspect shows it.
-func (b *Backend) volume(v api.Volume) backend.Volume {
+func (b *Backend) volume(m *member, v api.Volume) backend.Volume {
 	st := map[string]string{
 		"type":            backend.TypeNBD,
-		"server":          b.cfg.API.Server(),
+		"server":          m.name,
 		"size":            strconv.FormatInt(v.Size, 10),
 		"size_human":      units.HumanSize(v.Size),
 		"allocated":       strconv.FormatInt(v.Allocated, 10),
@@ -39,7 +39,10 @@ func (b *Backend) volume(v api.Volume) backend.Volume {
 			st["lease_lost"] = why
 		}
 	}
-	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st, Stored: storedOptions(v.Labels)}
+	if from := v.Labels[LabelIncoming]; from != "" {
+		st["moving_from"] = from
+	}
+	return backend.Volume{Name: v.Name, CreatedAt: v.CreatedAt, Status: st, Stored: storedOptions(v.Labels), Server: m.name}
 }
 
 // SnapshotList writes a volume's snapshots for docker volume inspect's
@@ -76,6 +79,9 @@ func storedLabels(o backend.Options) map[string]string {
 func storedOptions(labels map[string]string) map[string]string {
 	var out map[string]string
 	for k, v := range labels {
+		if k == LabelIncoming {
+			continue // the pool's, not an option
+		}
 		if key, ok := strings.CutPrefix(k, LabelPrefix); ok {
 			if out == nil {
 				out = map[string]string{}

@@ -56,3 +56,18 @@ func (s Strategies) Reconnect(ctx context.Context, d Device, dial Dialer) error 
 	}
 	return nil
 }
+
+var _ Grower = Strategies{}
+
+// Grow implements Grower with the strategy that made d.
+func (s Strategies) Grow(ctx context.Context, d Device, dial Dialer) (int64, error) {
+	m := d.Method
+	if m == "" {
+		m = MethodKernel
+	}
+	g, ok := s.ByMethod[m].(Grower)
+	if !ok {
+		return 0, fmt.Errorf("device %s was attached by %q, which cannot grow a device in use: %w", d.Path, d.Method, backend.ErrInvalid)
+	}
+	return g.Grow(ctx, d, dial)
+}

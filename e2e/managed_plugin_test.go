@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,9 +42,33 @@ func TestManagedPlugin(t *testing.T) {
 	n.MustRun(t, `docker volume create -d netvol:dev -o type=nbd -o size=64M mblk >/dev/null &&
 		docker volume create -d netvol:dev -o type=nfs -o mode=0770 mnfs >/dev/null`)
 	n.MustRun(t, dockerRun("mblk", "echo managed-block > /v/f && sync")+" && "+dockerRun("mnfs", "echo managed-nfs > /v/f"))
-	if got := n.MustRun(t, "docker plugin inspect -f '{{.Enabled}} {{.Config.Linux.Capabilities}}' netvol:dev"); got != "true [CAP_SYS_ADMIN]\n" {
-		t.Fatalf("plugin inspect: %q", got)
+	caps := pluginCapabilities(t, dir)
+	if got, want := n.MustRun(t, "docker plugin inspect -f '{{.Enabled}} {{.Config.Linux.Capabilities}}' netvol:dev"), "true ["+strings.Join(caps, " ")+"]\n"; got != want {
+		t.Fatalf("plugin inspect: %q, want %q", got, want)
 	}
+
+	// A resize while a container holds the volume: the image grows, and so
+	// do the device and ext4 if the plugin's container may grow a mounted
+	// file system (CAP_SYS_RESOURCE); if not, the resize says so.
+	n.MustRun(t, "docker run -d --name mc --network none -v mblk:/v "+node.BusyboxImage+" sleep 600 >/dev/null")
+	res, err := n.Run(context.Background(), node.NetvolBinary(t)+" volume resize mblk 128M "+srv.PluginArgs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Stderr = strings.ReplaceAll(res.Stderr, `\"`, `"`) // logrus quotes the error
+	if slices.Contains(caps, "CAP_SYS_RESOURCE") {
+		if res.ExitCode != 0 || !strings.Contains(res.Stdout, "usable now") {
+			t.Fatalf("resize of a mounted volume (the plugin has CAP_SYS_RESOURCE): %+v", res)
+		}
+	} else {
+		for _, want := range []string{"the image has grown to 128MiB", `node "m1" could not grow`, "lacks CAP_SYS_RESOURCE"} {
+			if res.ExitCode == 0 || !strings.Contains(res.Stderr, want) {
+				t.Fatalf("resize of a mounted volume (the plugin lacks CAP_SYS_RESOURCE) does not say %q: %+v", want, res)
+			}
+		}
+	}
+	t.Logf("resize while mounted: exit %d\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
+	n.MustRun(t, "docker rm -f mc >/dev/null")
 
 	// Upgrade: the new plugin is the same directory, as a release would be a
 	// new one; the state lives outside the rootfs.
@@ -170,6 +195,23 @@ func hostPluginDir(t *testing.T, state string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// pluginCapabilities is the capabilities list of the plugin's config.json
+// in dir.
+func pluginCapabilities(t *testing.T, dir string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Linux struct{ Capabilities []string }
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Linux.Capabilities
 }
 
 // waitLog waits until a container's output holds want.

@@ -561,7 +561,9 @@ func checkUnavailable(t *testing.T, what, server string, f func(context.Context)
 	if !errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), server) {
 		t.Errorf("%s: %v, want ErrUnavailable naming %s", what, err, server)
 	}
-	if took > deadline+500*time.Millisecond {
+	// The slack is for a loaded machine (2 cores, VMs beside); a call that
+	// ignored the deadline would take the kernel's TCP timeouts, minutes.
+	if took > deadline+time.Second {
 		t.Errorf("%s: took %s, deadline %s", what, took, deadline)
 	}
 	t.Logf("%s (%s): %v", what, took.Round(time.Millisecond), err)

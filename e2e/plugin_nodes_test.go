@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -104,12 +105,74 @@ func TestPluginAcrossNodes(t *testing.T) {
 			t.Fatalf("p2 read %q", got)
 		}
 	})
+	t.Run("GrowWhileMounted", func(t *testing.T) {
+		// A running container's volume grows from 256 MiB to 1 GiB through
+		// the kernel's NBD driver: df in the container shows it without a
+		// restart, it writes past the old size, the chunks it fsynced while
+		// the resize ran are all there, and the file system is clean.
+		testGrowOnNode(t, n1, n2, srv, bin, "grow", "/dev/nbd")
+	})
+	t.Run("GrowWhileMountedUserspace", func(t *testing.T) {
+		// The same through the userspace attach (FUSE file, loop device,
+		// attach helper), which this node's kernel has too and whose root
+		// has CAP_SYS_RESOURCE, unlike the build machines': the helper
+		// grows the FUSE file, LOOP_SET_CAPACITY the loop device, and the
+		// plugin ext4. p2 reads the volume through the kernel's NBD.
+		n1.StopPlugin(t, bin, false)
+		n1.StartPlugin(t, bin, append(args[:len(args):len(args)], "--attach", "userspace")...)
+		defer func() {
+			n1.StopPlugin(t, bin, false)
+			n1.StartPlugin(t, bin, args...)
+		}()
+		testGrowOnNode(t, n1, n2, srv, bin, "ugrow", "/dev/loop")
+		// Nothing of the attachment is left: no loop device, no helper.
+		n1.MustRun(t, `i=0; while cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -q . || pgrep -f '^@netvol-attach-helper' >/dev/null; do
+			i=$((i+1)); [ $i -gt 75 ] && { echo "left: $(cat /sys/block/loop*/loop/backing_file 2>/dev/null) $(pgrep -af '^@netvol-attach-helper')" >&2; exit 1; }; sleep 0.2; done`)
+	})
 	t.Run("Remove", func(t *testing.T) {
 		n1.MustRun(t, "docker volume rm copy && docker volume rm blk web")
 		if got := n2.MustRun(t, "docker volume ls -q"); strings.TrimSpace(got) != "" {
 			t.Fatalf("p2 still lists %q", got)
 		}
 	})
+}
+
+// testGrowOnNode: a container on n1 fsyncs chunks to volume vol (256 MiB,
+// attached as a device whose path starts with devPrefix) while it is
+// resized to 1 GiB; df in the container shows the growth without a
+// restart, it writes 300 MiB past the old size, e2fsck -fn finds the
+// image clean, and every chunk reads back right on n2.
+func testGrowOnNode(t *testing.T, n1, n2 *node.Node, srv *node.NetvolServer, bin, vol, devPrefix string) {
+	mnt := "/var/lib/netvol/mounts/" + vol
+	data := mnt + "/data/"
+	n1.MustRun(t, "docker volume create -d netvol -o type=nbd -o size=256M "+vol+" >/dev/null && "+
+		"docker run -d --name g1 --network none -v "+vol+":/v "+node.BusyboxImage+" sh -c '"+growWriter+"' >/dev/null")
+	n1.MustRun(t, `i=0; until [ -e `+data+`chunk.10 ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.2; done`)
+	dev := strings.TrimSpace(n1.MustRun(t, "awk '$2==\""+mnt+"\"{print $1}' /proc/mounts"))
+	if !strings.HasPrefix(dev, devPrefix) {
+		t.Fatalf("%s is mounted from %q, want a %s device", vol, dev, devPrefix)
+	}
+	out := n1.MustRun(t, bin+" volume resize "+vol+" 1G "+srv.PluginArgs())
+	if !strings.Contains(out, vol+": 256MiB -> 1GiB (the holder's device and file system too: usable now)") {
+		t.Fatalf("resize printed %q", out)
+	}
+	if got := n1.MustRun(t, "cat /sys/block/"+strings.TrimPrefix(dev, "/dev/")+"/size"); strings.TrimSpace(got) != "2097152" {
+		t.Fatalf("%s has %s sectors after the resize, want 2097152", dev, got)
+	}
+	n1.MustRun(t, "touch "+data+"stop && i=0; until [ -e "+data+"done ]; do i=$((i+1)); [ $i -gt 900 ] && { cat "+data+"past.err; exit 1; }; sleep 0.2; done")
+	before, after := kib(t, n1.MustRun(t, "cat "+data+"df-before")), kib(t, n1.MustRun(t, "cat "+data+"df-after"))
+	if before > 270000 || after < 900000 {
+		t.Fatalf("df in the container: %d KiB before, %d KiB after the resize", before, after)
+	}
+	if log := n1.MustRun(t, "grep 'grown online' "+node.PluginLog+" || true"); !strings.Contains(log, "device="+dev+" ") {
+		t.Fatalf("the plugin did not log the growth of %s:\n%s", dev, log)
+	}
+	n1.MustRun(t, "docker rm -f g1 >/dev/null")
+	e2fsckImage(t, filepath.Join(srv.DataDir, "volumes", vol+".qcow2"))
+	if got := n2.MustRun(t, dockerRun(vol, "cd /v && md5sum -c sums | grep -vc OK$; stat -c %s past")); got != "0\n314572800\n" {
+		t.Fatalf("on p2 after the growth (failed chunk checks, size of the file past the old end): %q", got)
+	}
+	n2.MustRun(t, "docker volume rm "+vol+" >/dev/null")
 }
 
 // dockerRun is a docker run of busybox with volume vol at /v.

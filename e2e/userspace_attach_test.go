@@ -30,6 +30,7 @@ func TestUserspaceAttach(t *testing.T) {
 	docker.ImportBusybox(t)
 	t.Run("VolumeMovesToAnotherHost", func(t *testing.T) { testVolumeMovesToAnotherHost(t, docker) })
 	t.Run("NetvolRun", func(t *testing.T) { testNetvolRunUserspace(t, docker) })
+	t.Run("GrowWhileMounted", func(t *testing.T) { testGrowUserspace(t, docker) })
 }
 
 func requireUserspaceAttach(t *testing.T) {

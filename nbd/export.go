@@ -20,7 +20,10 @@ import (
 type Backend interface {
 	io.ReaderAt // a short read is an error (answered NBD_EIO)
 	io.WriterAt
-	// Size is the export size in bytes; read once when a client connects.
+	// Size is the export size in bytes: told to a client when it
+	// connects, and read again for every request's range check, so that
+	// an export that grows serves the new range on connections made
+	// before (their clients learn the size anew by other means).
 	Size() int64
 	// Flush makes every write that returned before it durable when it returns.
 	Flush() error

@@ -40,8 +40,20 @@ func (m *memBackend) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.data[off:], p), nil
 }
 
-func (m *memBackend) Size() int64  { return int64(len(m.data)) }
+func (m *memBackend) Size() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return int64(len(m.data))
+}
+
 func (m *memBackend) Flush() error { m.flushes.Add(1); return nil }
+
+// grow adds n zero bytes at the end, as a resized image does.
+func (m *memBackend) grow(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data = append(m.data, make([]byte, n)...)
+}
 
 func (m *memBackend) Discard(off, n int64) error {
 	m.mu.Lock()

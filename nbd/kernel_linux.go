@@ -111,6 +111,29 @@ func KernelReconfigure(index int, cfg KernelConfig, conns ...net.Conn) error {
 	return nil
 }
 
+// KernelResize tells device index, connected and in use, that the export
+// now has size bytes (NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES and no
+// sockets: the connections stay). The kernel sets the new capacity and
+// tells the block layer (a KOBJ_CHANGE uevent); blockSize must be the
+// device's own (0: 4096), as changing it on a live device is not safe.
+// Kernels from 5.3 on honour the size on a reconfigure; older ones ignore
+// it, which the caller sees as a device that kept its size.
+func KernelResize(index int, size, blockSize uint64) error {
+	if blockSize == 0 {
+		blockSize = 4096
+	}
+	if size == 0 || size%blockSize != 0 {
+		return fmt.Errorf("nbd: resize of nbd%d to %d bytes: not a multiple of the block size %d", index, size, blockSize)
+	}
+	b := nlAttrU32(nil, nbdAttrIndex, uint32(index))
+	b = nlAttrU64(b, nbdAttrSizeBytes, size)
+	b = nlAttrU64(b, nbdAttrBlockSizeBytes, blockSize)
+	if _, err := nbdRequest(nbdCmdReconfigure, b); err != nil {
+		return fmt.Errorf("nbd: kernel resize of nbd%d to %d bytes: %w", index, size, err)
+	}
+	return nil
+}
+
 // KernelDisconnect disconnects device index (the kernel sends NBD_CMD_DISC).
 func KernelDisconnect(index int) error {
 	if _, err := nbdRequest(nbdCmdDisconnect, nlAttrU32(nil, nbdAttrIndex, uint32(index))); err != nil {

@@ -293,7 +293,7 @@ func (c *serverConn) check(q request) Errno {
 		return EPERM
 	case q.Type == CmdFlush:
 		return 0
-	case q.Offset > c.size || uint64(q.Length) > c.size-q.Offset:
+	case q.Offset > c.liveSize() || uint64(q.Length) > c.liveSize()-q.Offset:
 		if q.Type == CmdWrite || q.Type == CmdWriteZeroes {
 			return ENOSPC // as the spec asks for writes past the end
 		}
@@ -301,6 +301,12 @@ func (c *serverConn) check(q request) Errno {
 	}
 	return 0
 }
+
+// liveSize is the export's size now: an export that grew serves its new
+// range to connections made before, whose client learned the new size
+// another way (NBD_OPT_INFO, a new connection, or the kernel told by
+// netlink).
+func (c *serverConn) liveSize() uint64 { return uint64(max(c.exp.Backend.Size(), 0)) }
 
 // readPayload reads a WRITE's data. The data of a refused write is read and
 // dropped to keep the stream in sync, up to maxWriteDiscard; a longer one

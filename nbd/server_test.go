@@ -619,3 +619,31 @@ func TestFUAAndFlush(t *testing.T) {
 		}
 	}
 }
+
+// An export that grows serves its new range on a connection made before,
+// whose client learned the new size some other way (the kernel, told over
+// netlink; a userspace client that dialed again to ask).
+func TestGrownExportOnOldConnection(t *testing.T) {
+	const size = 1 << 20
+	_, mem, addr := memServer(t, size, "tcp")
+	c := dial(t, "tcp", addr, "disk")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, []byte("late"), size, 0); !errors.Is(err, ENOSPC) {
+		t.Fatalf("write past the end before growing = %v, want ENOSPC", err)
+	}
+	mem.grow(size)
+	if err := c.Write(ctx, []byte("late"), size, 0); err != nil {
+		t.Fatalf("write into the grown range on the old connection: %v", err)
+	}
+	got := make([]byte, 4)
+	if err := c.Read(ctx, got, size); err != nil || string(got) != "late" {
+		t.Fatalf("read back %q, %v", got, err)
+	}
+	if err := c.Read(ctx, got, 2*size); !errors.Is(err, EINVAL) {
+		t.Fatalf("read past the new end = %v, want EINVAL", err)
+	}
+	if n := dial(t, "tcp", addr, "disk").Size(); n != 2*size {
+		t.Fatalf("a new connection is told %d bytes, want %d", n, 2*size)
+	}
+}

@@ -19,7 +19,7 @@ PKGS=(
   gcc libc6-dev
   qemu-utils libnbd-bin
   qemu-system-x86 linux-image-amd64 busybox-static kmod cpio xz-utils
-  docker.io e2fsprogs nbd-client nfs-common
+  docker.io docker-compose e2fsprogs nbd-client nfs-common
   nfs-ganesha nfs-ganesha-vfs rpcbind
   iproute2
 )

@@ -93,12 +93,14 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("POST /v1/volumes/{name}/rollback", a.rollback)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments", a.attach)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/grown", a.grown)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/backups", a.createBackup)
 	a.mux.HandleFunc("GET /v1/backups", a.listBackups)
 	a.mux.HandleFunc("GET /v1/backups/{id}", a.getBackup)
 	a.mux.HandleFunc("DELETE /v1/backups/{id}", a.deleteBackup)
 	a.mux.HandleFunc("POST /v1/backups/{id}/verify", a.verifyBackup)
+	a.poolRoutes()
 	return a
 }
 
@@ -243,6 +245,10 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if holder := r.URL.Query().Get("holder"); holder != "" {
+		a.deleteHeldBy(w, r, name, holder)
+		return
+	}
 	if err := a.svc.DeleteVolume(r.Context(), name); err != nil {
 		a.fail(w, r, err)
 		return
@@ -257,13 +263,41 @@ func (a *API) resize(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
+	res, err := a.svc.ResizeVolume(r.Context(), r.PathValue("name"), int64(req.Size))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.WithFields(logrus.Fields{"volume": v.Name, "size": v.Size}).Info("volume resized")
-	reply(w, http.StatusOK, v)
+	log := a.log.WithFields(logrus.Fields{"volume": res.Name, "size": res.Size})
+	if len(res.Pending) > 0 {
+		for _, p := range res.Pending {
+			log.WithFields(logrus.Fields{"node": p.Node, "grown": p.Grown, "why": p.Why}).Warn("volume resized; a holder has not grown yet")
+		}
+		reply(w, http.StatusAccepted, res)
+		return
+	}
+	log.Info("volume resized")
+	reply(w, http.StatusOK, res)
+}
+
+func (a *API) grown(w http.ResponseWriter, r *http.Request) {
+	var req api.GrownReport
+	if err := decode(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	name, node := r.PathValue("name"), r.PathValue("node")
+	if err := a.svc.Grown(r.Context(), name, node, req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	log := a.log.WithFields(logrus.Fields{"volume": name, "node": node, "size": req.Size})
+	if req.Error != "" {
+		log.WithField("error", req.Error).Warn("a holder could not grow its device and file system")
+	} else {
+		log.Info("a holder grew its device and file system")
+	}
+	reply(w, http.StatusNoContent, nil)
 }
 
 func (a *API) attach(w http.ResponseWriter, r *http.Request) {

@@ -214,7 +214,6 @@ func TestAPIAttachments(t *testing.T) {
 		t.Fatalf("attachments %+v", v.Attachments)
 	}
 	c.refused(409, api.CodeInUse, "DELETE", "/v1/volumes/v", "")
-	c.refused(409, api.CodeInUse, "POST", "/v1/volumes/v/resize", `{"size":"8M"}`)
 	c.must(201, "POST", "/v1/volumes", `{"name":"c","from":"v"}`, nil) // a clone of a volume in use
 	clk.Add(5e9)
 	var l api.Lease

@@ -102,8 +102,12 @@ func (s *Service) Renew(ctx context.Context, volume, node string) (api.Lease, er
 		return api.Lease{}, err
 	}
 	s.counts.renewals.Add(1)
+	v, err := s.reg.GetVolume(volume)
+	if err != nil {
+		return api.Lease{}, err
+	}
 	return api.Lease{Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), Instance: s.instance,
-		LostWrites: a.LostWrites}, nil
+		LostWrites: a.LostWrites, Size: v.Size}, nil
 }
 
 // Detach removes node's attachment of volume and closes its connections.
@@ -127,6 +131,7 @@ func (s *Service) revoke(export string) {
 		delete(s.exports, export)
 		e.Revoke()
 	}
+	s.growth.forget(export)
 }
 
 // Open implements nbd.Exports: it serves export names issued by Attach

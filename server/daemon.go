@@ -53,6 +53,9 @@ type DaemonConfig struct {
 	BackupSchedule Schedule
 	BackupTimeout  time.Duration
 	Log            logrus.FieldLogger // required
+	// Pool placement (Config.Weight, Config.NoNewVolumes).
+	Weight       float64
+	NoNewVolumes bool
 }
 
 // scheduleTick is how often the backup schedule looks for due volumes.
@@ -108,7 +111,8 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 		}
 		engine = backup.NewEngine(tg, backup.EngineOptions{})
 	}
-	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log, Backups: engine})
+	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log, Backups: engine,
+		Weight: cfg.Weight, NoNewVolumes: cfg.NoNewVolumes})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +147,8 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 	log.WithFields(logrus.Fields{"data": cfg.DataDir, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
 		"tls": tlsCfg != nil, "tls_required": cfg.TLSRequired,
 		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize, "backup_target": targetName(engine),
-		"backup_every": cfg.BackupSchedule.Every, "backup_keep": cfg.BackupSchedule.Keep}).Info("netvol server started")
+		"backup_every": cfg.BackupSchedule.Every, "backup_keep": cfg.BackupSchedule.Keep,
+		"weight": cfg.Weight, "no_new_volumes": cfg.NoNewVolumes}).Info("netvol server started")
 	return d, nil
 }
 

@@ -53,10 +53,19 @@ type Config struct {
 	// Backups is the backup engine over the daemon's backup target; nil
 	// when it has none (backup calls are refused).
 	Backups *backup.Engine
+	// Weight scales this server's share of new volumes in a pool (GET
+	// /v1/capacity); 0 means 1. NoNewVolumes refuses creates (a server
+	// being drained).
+	Weight       float64
+	NoNewVolumes bool
 	// AtStep, for tests only, is called at each named step of the
 	// snapshot operations (see steps.go), so that a test can kill the
 	// daemon there.
 	AtStep func(step string)
+	// ResizeWait bounds how long a resize waits for the holders of the
+	// volume to grow their device and file system (see grow.go); 0 means
+	// DefaultResizeWait. The call's own deadline bounds it too.
+	ResizeWait time.Duration
 }
 
 // Service is the storage daemon's state: registry, images and exports. It
@@ -74,6 +83,7 @@ type Service struct {
 	instance string
 	counts   counters
 	bstats   *backupStats
+	growth   growth // what holders reported about growing (grow.go)
 }
 
 // counters count what the attachments went through, for metrics.
@@ -111,6 +121,9 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = monotonicClock()
 	}
+	if cfg.ResizeWait <= 0 {
+		cfg.ResizeWait = DefaultResizeWait
+	}
 	if cfg.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -126,7 +139,7 @@ func Open(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
 		images: map[string]*liveImage{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16],
-		bstats: newBackupStats()}
+		bstats: newBackupStats(), growth: newGrowth()}
 	if err := s.sweep(); err != nil {
 		reg.Close()
 		return nil, err
@@ -241,8 +254,10 @@ func (s *Service) volume(v state.Volume) api.Volume {
 	out.Allocated = s.allocated(v.File)
 	now := s.cfg.Now()
 	for _, a := range v.Attachments {
+		g := s.growth.get(a.Export)
 		out.Attachments = append(out.Attachments, api.Attachment{Node: a.Node, Mode: string(a.Mode),
-			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites})
+			Generation: a.Generation, Expires: a.Expires, ExpiresInMS: floorMS(a.Expires.Sub(now)), LostWrites: a.LostWrites,
+			Grown: g.Size, GrowError: g.Error})
 	}
 	return out
 }
@@ -283,6 +298,9 @@ func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.
 	}
 	if req.FromSnapshot != "" && req.From == "" {
 		return api.Volume{}, fmt.Errorf("from_snapshot %q needs from, the volume it is a snapshot of: %w", req.FromSnapshot, state.ErrInvalid)
+	}
+	if s.cfg.NoNewVolumes {
+		return api.Volume{}, fmt.Errorf("volume %q: this server takes no new volumes (--no-new-volumes, being drained): %w", req.Name, state.ErrInvalid)
 	}
 	if err := s.acquire(ctx); err != nil {
 		return api.Volume{}, err
@@ -418,6 +436,13 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	return s.removeDeleted(v)
+}
+
+// removeDeleted revokes the exports of a volume the registry deleted and
+// removes its image. Call with the lock.
+func (s *Service) removeDeleted(v state.Volume) error {
+	name := v.Name
 	for _, a := range v.Attachments {
 		s.revoke(a.Export)
 	}
@@ -440,61 +465,6 @@ func (s *Service) DeleteVolume(ctx context.Context, name string) error {
 			s.cfg.Log.WithError(err).WithFields(logrus.Fields{"volume": v.Parent, "snapshot": v.FromSnapshot}).
 				Warn("could not merge away the layer a deleted clone was made from; the next start tries again")
 		}
-	}
-	return nil
-}
-
-// ResizeVolume grows a volume; refused while it is attached or has clones.
-func (s *Service) ResizeVolume(ctx context.Context, name string, size int64) (api.Volume, error) {
-	if err := s.checkSize(size); err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.acquire(ctx); err != nil {
-		return api.Volume{}, err
-	}
-	defer s.release()
-	v, err := s.reg.GetVolume(name)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	if err := s.checkResizable(v, size); err != nil {
-		return api.Volume{}, err
-	}
-	lv, err := s.image(v)
-	if err != nil {
-		return api.Volume{}, err
-	}
-	img := lv.img
-	if err := img.Resize(size); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if err := img.Flush(); err != nil {
-		return api.Volume{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if v, err = s.reg.UpdateVolumeSize(name, size); err != nil {
-		return api.Volume{}, err
-	}
-	return s.volume(v), nil
-}
-
-func (s *Service) checkResizable(v state.Volume, size int64) error {
-	if size < v.Size {
-		return fmt.Errorf("volume %q: size %d is smaller than %d (volumes only grow): %w", v.Name, size, v.Size, state.ErrInvalid)
-	}
-	e := &state.InUseError{Volume: v.Name}
-	now := s.cfg.Now()
-	for _, a := range v.Attachments {
-		if a.Live(now) {
-			e.Nodes = append(e.Nodes, a.Node)
-		}
-	}
-	children, err := s.legacyClones(v.Name)
-	if err != nil {
-		return err
-	}
-	e.Children = children
-	if len(e.Nodes) > 0 || len(e.Children) > 0 {
-		return e
 	}
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 // volume and keeps that snapshot's layer, the base, until the next
 // backup: the clusters the layers above it hold are exactly those changed
 // since (changed-block tracking that a restart keeps). The volume's backup
-// record (volumes/<volume>/backup, schema 3) names the base snapshot and
+// record (volumes/<volume>/backup, schema 4) names the base snapshot and
 // the backup taken from it, and, while the previous base is being merged
 // away, that one (Dropping) and how (DropMode).
 

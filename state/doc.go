@@ -20,7 +20,7 @@
 //
 //	v1/
 //	  kind          "registry"
-//	  version       migration level, e.g. "3"
+//	  version       migration level, e.g. "4"
 //	  volumes/
 //	    <volume>/
 //	      record        {v, size, file, parent, from_snapshot, template, created, labels}
@@ -33,13 +33,17 @@
 //	                    volume immutable until a snapshot freezes the image)
 //	      snapshots/    (schema 2)
 //	        <snapshot>  {v, file (the frozen layer), created, size, hidden}
-//	      backup        (schema 3) {v, base (hidden snapshot: the last backup's
+//	      backup        (schema 4) {v, base (hidden snapshot: the last backup's
 //	                    state), last (its backup ID), last_at, dropping (the
 //	                    previous base being merged away), drop_mode}
 //	  exports/
 //	    <export name>   {v, volume, node}  index of attachments by export
 //	  tokens/
 //	    <sha256 [32]>   {v, volume, node}  index of attachments by token hash
+//	  names/        (schema 3)
+//	    <volume>        {v, server, created}  pool name claim: this server is
+//	                    the name's home (rendezvous hashing over the pool) and
+//	                    records which server of the pool holds the volume
 //
 // # NodeStore (netvol plugin)
 //

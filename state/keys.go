@@ -15,7 +15,8 @@ var (
 	keyAttachments = []byte("attachments") // registry: volumes/<name>/attachments
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
 	keySnapshots   = []byte("snapshots")   // registry: volumes/<name>/snapshots (schema 2)
-	keyBackup      = []byte("backup")      // registry: volumes/<name>/backup (schema 3)
+	keyNames       = []byte("names")       // registry: v1/names (pool name claims, schema 3)
+	keyBackup      = []byte("backup")      // registry: volumes/<name>/backup (schema 4)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

@@ -301,6 +301,11 @@ func deleteVolume(root *bolt.Bucket, v Volume, now time.Time) error {
 	if err := checkUnused(root, v, now); err != nil {
 		return err
 	}
+	return dropVolume(root, v)
+}
+
+// dropVolume removes v with its attachments and indexes, unchecked.
+func dropVolume(root *bolt.Bucket, v Volume) error {
 	for _, a := range v.Attachments {
 		if err := unindex(root, a); err != nil {
 			return volumeErr(v.Name, err)

@@ -158,6 +158,9 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 			return fmt.Errorf("%w on this host", backend.ErrExists)
 		}
 		if err := kind.Backend.Create(ctx, req.Name, p.Options); err != nil {
+			if errors.Is(err, backend.ErrExists) {
+				return d.adoptRaced(ctx, req.Name, p.Type, kind, p, err)
+			}
 			return err
 		}
 		raw := map[string]string{"type": p.Type}
@@ -232,12 +235,62 @@ func (d *Driver) lookup(ctx context.Context, name string) (state.NodeVolume, Par
 	v, err := d.cfg.Store.GetVolume(name)
 	if err == nil {
 		p, kind, err := d.parse(v.Options)
+		p.Options.Location = v.Server
 		return v, p, kind, err
 	}
 	if !errors.Is(err, state.ErrNotFound) {
 		return state.NodeVolume{}, Parsed{}, Kind{}, err
 	}
 	return d.discover(ctx, name)
+}
+
+// located records where the backend says v lives (a backend with several
+// servers) and reports whether that changed.
+func located(v *state.NodeVolume, p *Parsed, bv backend.Volume) bool {
+	if bv.Server == "" || bv.Server == v.Server {
+		return false
+	}
+	v.Server, p.Options.Location = bv.Server, bv.Server
+	return true
+}
+
+// adoptRaced answers a Create whose backend says the volume exists (err)
+// although Docker's Get found it nowhere a moment before: another host
+// created it in between, as every node of a Swarm does at once for a
+// service's volume. Docker takes a name it knows as created, whatever the
+// options; so does this: the volume is recorded here as it is, with its
+// creator's options, and nothing is made twice. A volume of another type
+// is not found on this backend, so err stands only when Get fails.
+func (d *Driver) adoptRaced(ctx context.Context, name, typ string, kind Kind, p Parsed, err error) error {
+	bv, gerr := kind.Backend.Get(ctx, name, p.Options)
+	if gerr != nil {
+		return errors.Join(err, gerr)
+	}
+	if _, _, rerr := d.record(name, typ, bv); rerr != nil {
+		return rerr
+	}
+	d.cfg.Log.WithFields(logrus.Fields{"volume": name, "type": typ}).Info("volume created by another host at the same time: using it")
+	return nil
+}
+
+// record keeps a volume found on the backend of type typ in the node
+// store, with the options stored with it and the server that holds it
+// (a backend with several servers).
+func (d *Driver) record(name, typ string, bv backend.Volume) (state.NodeVolume, Parsed, error) {
+	v := state.NodeVolume{Name: name, Type: typ, Options: map[string]string{"type": typ},
+		Server: bv.Server, Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
+	if _, err := d.applyStored(&v, bv.Stored); err != nil {
+		return state.NodeVolume{}, Parsed{}, err
+	}
+	p, _, err := d.parse(v.Options)
+	if err != nil {
+		return state.NodeVolume{}, Parsed{}, err
+	}
+	p.Options.Location = v.Server
+	if err := d.cfg.Store.PutVolume(v); err != nil {
+		return state.NodeVolume{}, Parsed{}, err
+	}
+	return v, p, nil
 }
 
 // discover asks every backend for a volume unknown here.
@@ -253,15 +306,8 @@ func (d *Driver) discover(ctx context.Context, name string) (state.NodeVolume, P
 			unavailable = errors.Join(unavailable, err)
 			continue
 		}
-		v := state.NodeVolume{Name: name, Type: typ, Options: map[string]string{"type": typ},
-			Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()}
-		if _, err := d.applyStored(&v, bv.Stored); err != nil {
-			return state.NodeVolume{}, Parsed{}, Kind{}, err
-		}
-		if p, _, err = d.parse(v.Options); err != nil {
-			return state.NodeVolume{}, Parsed{}, Kind{}, err
-		}
-		if err := d.cfg.Store.PutVolume(v); err != nil {
+		v, p, err := d.record(name, typ, bv)
+		if err != nil {
 			return state.NodeVolume{}, Parsed{}, Kind{}, err
 		}
 		return v, p, kind, nil

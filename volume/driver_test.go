@@ -277,3 +277,86 @@ func sorted(s []string) []string {
 	}
 	return out
 }
+
+// A pool with a server down: the volumes seen there are listed from the
+// cache and kept; Get says unreachable; the other servers' volumes are
+// fresh, and one removed there is forgotten.
+func TestListWithAPoolServerDown(t *testing.T) {
+	r := newRig(t, time.Second)
+	r.nbd.serverOf = map[string]string{"ona": "a:1", "onb": "b:1", "gone": "a:1"}
+	for name := range r.nbd.serverOf {
+		r.nbd.vols[name] = backend.Options{Size: 5}
+	}
+	list := func() string {
+		l, err := r.d.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, v := range l.Volumes {
+			out = append(out, v.Name)
+		}
+		return strings.Join(sorted(out), ",")
+	}
+	if got := list(); got != "gone,ona,onb" {
+		t.Fatalf("List = %s", got)
+	}
+	if v, err := r.store.GetVolume("onb"); err != nil || v.Server != "b:1" {
+		t.Fatalf("the node store's record of onb: %+v %v", v, err)
+	}
+	r.nbd.serversDown = []string{"b:1"}
+	delete(r.nbd.vols, "gone")
+	if got := list(); got != "ona,onb" {
+		t.Fatalf("List with b:1 down = %s", got)
+	}
+	if _, err := r.store.GetVolume("onb"); err != nil {
+		t.Fatalf("the cache forgot a volume of the server that is down: %v", err)
+	}
+	if _, err := r.store.GetVolume("gone"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("the cache keeps a volume removed from a server that answered: %v", err)
+	}
+	g, err := r.d.Get(&volume.GetRequest{Name: "onb"})
+	if err != nil || !strings.Contains(g.Volume.Status["status"].(string), "unreachable") {
+		t.Fatalf("Get of a volume on the server that is down = %+v, %v", g, err)
+	}
+}
+
+// TestCreateRacesAnotherHost: every node of a Swarm calls Create for a
+// service's volume at once, each after its own Get found nothing. The
+// create that finds the volume made by another host in the meantime, with
+// the same type, succeeds and takes the volume as it is (the creator's
+// options), as Docker does with a name it knows; nothing is made twice.
+func TestCreateRacesAnotherHost(t *testing.T) {
+	r := newRig(t, time.Second)
+	other := r.otherHost(t)
+	if err := other.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"size": "2G", "uid": "999"}}); err != nil {
+		t.Fatal(err)
+	}
+	// This host's dockerd asked Get before the other host's Create landed.
+	if err := r.d.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"size": "1G"}}); err != nil {
+		t.Fatalf("Create of a volume another host made at the same time: %v", err)
+	}
+	if o := r.nbd.vols["db"]; o.Size != 2<<30 || o.UID != 999 {
+		t.Fatalf("the volume was changed: %+v", o)
+	}
+	v, err := r.store.GetVolume("db")
+	if err != nil || v.Type != "nbd" || v.Options["uid"] != "999" {
+		t.Fatalf("this host's record: %+v, %v", v, err)
+	}
+	if _, err := r.d.Mount(&volume.MountRequest{Name: "db", ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.nbd.mountedAs["db"]; got.UID != 999 {
+		t.Fatalf("mounted with %+v, want the creator's options (uid 999)", got)
+	}
+	// The same for an nfs volume.
+	if err := other.Create(&volume.CreateRequest{Name: "web", Options: map[string]string{"type": "nfs"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Create(&volume.CreateRequest{Name: "web", Options: map[string]string{"type": "nfs"}}); err != nil {
+		t.Fatalf("nfs: %v", err)
+	}
+	if len(r.nbd.vols) != 1 || len(r.nfs.vols) != 1 {
+		t.Fatalf("volumes: nbd %v nfs %v", r.nbd.vols, r.nfs.vols)
+	}
+}

@@ -16,19 +16,23 @@ import (
 
 // fakeBackend keeps volumes in memory and "mounts" by recording targets.
 type fakeBackend struct {
-	mu         sync.Mutex
-	vols       map[string]backend.Options
-	stored     map[string]map[string]string // what Get reports as Stored
-	mountedAs  map[string]backend.Options   // the options of the last Mount
-	removedAs  map[string]backend.Options   // the options of Remove
-	mounted    map[string]string            // name -> target
-	host       *fakeHost
-	mounts     int
-	unmounts   int
-	resumed    []string
-	down       bool          // every call fails with ErrUnavailable
-	mountDelay time.Duration // Mount sleeps this long, ignoring ctx
-	failMount  error
+	mu        sync.Mutex
+	vols      map[string]backend.Options
+	stored    map[string]map[string]string // what Get reports as Stored
+	mountedAs map[string]backend.Options   // the options of the last Mount
+	removedAs map[string]backend.Options   // the options of Remove
+	mounted   map[string]string            // name -> target
+	host      *fakeHost
+	mounts    int
+	unmounts  int
+	resumed   []string
+	down      bool // every call fails with ErrUnavailable
+	// A pool: the server of each volume, and the servers that are down
+	// (their volumes fail, List answers with a PartialError).
+	serverOf    map[string]string
+	serversDown []string
+	mountDelay  time.Duration // Mount sleeps this long, ignoring ctx
+	failMount   error
 }
 
 func newFakeBackend(h *fakeHost) *fakeBackend {
@@ -96,7 +100,10 @@ func (f *fakeBackend) Get(_ context.Context, name string, _ backend.Options) (ba
 	if !ok {
 		return backend.Volume{}, backend.ErrNotFound
 	}
-	return backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}, Stored: f.stored[name]}, nil
+	if slices.Contains(f.serversDown, f.serverOf[name]) {
+		return backend.Volume{}, fmt.Errorf("server %s: %w", f.serverOf[name], backend.ErrUnavailable)
+	}
+	return backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}, Stored: f.stored[name], Server: f.serverOf[name]}, nil
 }
 
 func (f *fakeBackend) List(context.Context) ([]backend.Volume, error) {
@@ -107,7 +114,13 @@ func (f *fakeBackend) List(context.Context) ([]backend.Volume, error) {
 	}
 	var out []backend.Volume
 	for name, o := range f.vols {
-		out = append(out, backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}})
+		if slices.Contains(f.serversDown, f.serverOf[name]) {
+			continue
+		}
+		out = append(out, backend.Volume{Name: name, Status: map[string]string{"size": fmt.Sprint(o.Size)}, Server: f.serverOf[name]})
+	}
+	if len(f.serversDown) > 0 {
+		return out, &backend.PartialError{Servers: f.serversDown, Err: backend.ErrUnavailable}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,11 +49,12 @@ func (d *Driver) describe(ctx context.Context, v state.NodeVolume, p Parsed, kin
 		for k, s := range bv.Status {
 			status[k] = s
 		}
+		moved := located(&v, &p, bv)
 		changed, err := d.applyStored(&v, bv.Stored)
 		if err != nil {
 			return nil, err
 		}
-		if changed || !maps.Equal(bv.Status, v.Status) {
+		if changed || moved || !maps.Equal(bv.Status, v.Status) {
 			v.Status, v.StatusAt = bv.Status, d.cfg.Now().UTC()
 			_ = d.cfg.Store.PutVolume(v) // a cache: a failed write costs freshness only
 		}
@@ -110,14 +112,18 @@ func (d *Driver) list(ctx context.Context) ([]*volume.Volume, error) {
 	seen := map[string]bool{}
 	for typ, r := range results {
 		if r.err != nil {
-			d.cfg.Log.WithError(r.err).WithField("type", typ).Warn("listing volumes failed; answering from the cache")
-			continue
+			d.cfg.Log.WithError(r.err).WithField("type", typ).Warn("listing volumes failed in part or whole; answering from the cache for what did not answer")
 		}
 		for _, bv := range r.vols {
 			seen[bv.Name] = true
-			if old, ok := byName[bv.Name]; !ok || old.Type != typ {
+			old, ok := byName[bv.Name]
+			switch {
+			case !ok || old.Type != typ:
 				fresh = append(fresh, state.NodeVolume{Name: bv.Name, Type: typ, Options: map[string]string{"type": typ},
-					Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()})
+					Server: bv.Server, Created: bv.CreatedAt, Status: bv.Status, StatusAt: d.cfg.Now().UTC()})
+			case bv.Server != "" && old.Server != bv.Server:
+				old.Server = bv.Server // moved to another server of the pool
+				fresh = append(fresh, old)
 			}
 		}
 	}
@@ -151,10 +157,21 @@ func (d *Driver) updateCache(results map[string]listed, cached, fresh []state.No
 		}
 	}
 	for _, v := range cached {
-		if r, ok := results[v.Type]; ok && r.err == nil && !seen[v.Name] {
+		if r, ok := results[v.Type]; ok && r.answered(v) && !seen[v.Name] {
 			_ = d.cfg.Store.DeleteVolume(v.Name) // refused while mounted: then it stays
 		}
 	}
+}
+
+// answered reports whether the list r speaks for v: a list that failed
+// speaks for nothing, one that reached some servers of the backend only
+// (a *backend.PartialError) for the volumes last seen elsewhere.
+func (r listed) answered(v state.NodeVolume) bool {
+	if r.err == nil {
+		return true
+	}
+	var pe *backend.PartialError
+	return errors.As(r.err, &pe) && v.Server != "" && !slices.Contains(pe.Servers, v.Server)
 }
 
 func (d *Driver) answer(results map[string]listed, cached []state.NodeVolume, mounts []state.Mount) []*volume.Volume {
@@ -175,8 +192,14 @@ func (d *Driver) answer(results map[string]listed, cached []state.NodeVolume, mo
 			add(bv.Name, bv.CreatedAt)
 		}
 	}
+	seen := map[string]bool{}
+	for _, r := range results {
+		for _, bv := range r.vols {
+			seen[bv.Name] = true
+		}
+	}
 	for _, v := range cached {
-		if r, ok := results[v.Type]; ok && r.err != nil {
+		if r, ok := results[v.Type]; ok && !seen[v.Name] && !r.answered(v) {
 			add(v.Name, v.Created)
 		}
 	}

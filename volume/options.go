@@ -3,6 +3,7 @@ package volume
 import (
 	"fmt"
 	"io/fs"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
@@ -35,7 +36,7 @@ var optionTypes = map[string][]string{
 	"mkfs-opts":     {backend.TypeNBD},
 	"mount-opts":    {backend.TypeNFS, backend.TypeNBD},
 	"on-remove":     {backend.TypeNFS},
-	"server":        {backend.TypeNFS},
+	"server":        {backend.TypeNFS, backend.TypeNBD},
 	"export":        {backend.TypeNFS},
 }
 
@@ -126,6 +127,9 @@ func parseOption(typ, k, v string, o *backend.Options) error {
 		return fmt.Errorf("option %q does not apply to type=%s volumes (only to %s): %w",
 			k, typ, strings.Join(types, ", "), backend.ErrInvalid)
 	}
+	if k == "server" && typ == backend.TypeNBD {
+		return parsePoolServer(v, o)
+	}
 	if parse := optionParsers[k]; parse != nil {
 		return parse(v, o)
 	}
@@ -159,6 +163,20 @@ func parseBackupKeep(v string, o *backend.Options) error {
 		return fmt.Errorf("option backup-keep=%q: want a number of backups, 1 or more: %w", v, backend.ErrInvalid)
 	}
 	o.BackupKeep = v
+	return nil
+}
+
+// parsePoolServer takes the storage server of a pool an nbd volume is
+// created on: host:port, as --server names it.
+func parsePoolServer(v string, o *backend.Options) error {
+	host, port, err := net.SplitHostPort(v)
+	if len(v) > 260 || err != nil || !hostRe.MatchString(strings.Trim(host, "[]")) && !hostRe.MatchString("["+host+"]") {
+		return fmt.Errorf("option server=%q: want a storage server of the pool as --server names it, host:port: %w", v, backend.ErrInvalid)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("option server=%q: port %q: want 1 to 65535: %w", v, port, backend.ErrInvalid)
+	}
+	o.Server = v
 	return nil
 }
 

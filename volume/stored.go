@@ -59,13 +59,15 @@ func (d *Driver) refresh(ctx context.Context, v state.NodeVolume, kind Kind, p P
 	if err != nil {
 		return v, p, err
 	}
+	moved := located(&v, &p, bv)
 	changed, err := d.applyStored(&v, bv.Stored)
-	if err != nil || !changed {
+	if err != nil || !changed && !moved {
 		return v, p, err
 	}
 	if err := d.cfg.Store.PutVolume(v); err != nil {
 		return v, p, err
 	}
 	p, _, err = d.parse(v.Options)
+	p.Options.Location = v.Server
 	return v, p, err
 }

@@ -244,6 +244,29 @@ func (a *Attacher) Detach(ctx context.Context, d blockvol.Device) error {
 	return a.stop(ctx, dir)
 }
 
+var _ blockvol.Grower = (*Attacher)(nil)
+
+// Grow implements blockvol.Grower: the helper serving d asks the server
+// for the export's size, grows its FUSE file and the loop device on it,
+// and answers the device's size. It dials by itself: dial is not used.
+func (a *Attacher) Grow(ctx context.Context, d blockvol.Device, _ blockvol.Dialer) (int64, error) {
+	if d.Method != MethodUserspace {
+		return 0, fmt.Errorf("device %s was attached by %q, not in userspace: %w", d.Path, d.Method, backend.ErrInvalid)
+	}
+	dir := a.dirOf(d.Path)
+	if dir == "" {
+		return 0, fmt.Errorf("device %s: no attach helper of this plugin serves it: %w", d.Path, backend.ErrNotFound)
+	}
+	r, err := call(ctx, dir, cmdGrow)
+	if err != nil {
+		return 0, err
+	}
+	if !r.OK {
+		return r.Size, fmt.Errorf("attach helper of %s: %s", d.Path, r.Error)
+	}
+	return r.Size, nil
+}
+
 // stop asks the helper of dir to end; one that is gone is cleaned up
 // after.
 func (a *Attacher) stop(ctx context.Context, dir string) error {

@@ -10,7 +10,7 @@ import (
 // benchmark's reference a local qcow2 image (ImageBacking). Calls come from
 // many goroutines at once.
 type Backing interface {
-	// Size is the file's size in bytes; it does not change.
+	// Size is the file's size in bytes; it only grows (Session.Refresh).
 	Size() int64
 	ReadAt(ctx context.Context, p []byte, off int64) error
 	WriteAt(ctx context.Context, p []byte, off int64) error

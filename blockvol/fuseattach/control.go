@@ -16,7 +16,8 @@ import (
 )
 
 // The control socket: a helper listens on <dir>/ctl.sock; the plugin sends
-// one line, "status" or "stop", and reads one JSON line back. Files in a
+// one line, "status", "stop" or "grow" (take the export's new size), and
+// reads one JSON line back. Files in a
 // helper's directory:
 //
 //	ctl.sock  the control socket
@@ -33,6 +34,7 @@ const (
 
 	cmdStatus = "status"
 	cmdStop   = "stop"
+	cmdGrow   = "grow"
 
 	maxReply = 64 << 10
 	// sunPathMax is the room for a unix socket path (sun_path less its NUL).
@@ -47,6 +49,7 @@ type Reply struct {
 	Device  string  `json:"device,omitempty"`
 	DIO     bool    `json:"dio,omitempty"` // the loop device does direct I/O
 	PID     int     `json:"pid,omitempty"`
+	Size    int64   `json:"size,omitempty"`    // the device's, after "grow"
 	Session *Status `json:"session,omitempty"` // nil for a local image
 }
 
@@ -107,19 +110,23 @@ type stopReq struct {
 	sent  chan struct{}
 }
 
-// serveCtl answers control connections on l, handing stop requests to
-// stops, until l is closed.
-func serveCtl(l net.Listener, status func() Reply, stops chan<- stopReq) {
+// growReq is a "grow" from the control socket: the reply goes back on
+// reply.
+type growReq struct{ reply chan Reply }
+
+// serveCtl answers control connections on l, handing stop and grow
+// requests to stops and grows, until l is closed.
+func serveCtl(l net.Listener, status func() Reply, stops chan<- stopReq, grows chan<- growReq) {
 	for {
 		conn, err := l.Accept()
 		if err != nil {
 			return
 		}
-		go answer(conn, status, stops)
+		go answer(conn, status, stops, grows)
 	}
 }
 
-func answer(conn net.Conn, status func() Reply, stops chan<- stopReq) {
+func answer(conn net.Conn, status func() Reply, stops chan<- stopReq, grows chan<- growReq) {
 	defer conn.Close()
 	sent := make(chan struct{})
 	defer close(sent)
@@ -135,6 +142,10 @@ func answer(conn net.Conn, status func() Reply, stops chan<- stopReq) {
 	case cmdStop:
 		req := stopReq{reply: make(chan Reply, 1), sent: sent}
 		stops <- req
+		r = <-req.reply
+	case cmdGrow:
+		req := growReq{reply: make(chan Reply, 1)}
+		grows <- req
 		r = <-req.reply
 	default:
 		r = Reply{Error: fmt.Sprintf("unknown command %q", line)}

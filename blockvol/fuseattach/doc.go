@@ -62,12 +62,19 @@
 // metadata is written at flush), and a flush after the
 // reconnect must cover them too.
 //
+// # Growing
+//
+// A "grow" on the control socket (Attacher.Grow, when the volume was
+// resized) makes the helper ask the server for the export's size on a
+// connection of its own (Session.Refresh); the FUSE file takes it, the
+// kernel is told its attributes are stale, and LOOP_SET_CAPACITY makes
+// the loop device take the file's new size. The server serves the grown
+// range on the connections already open.
+//
 // # Not supported
 //
 //   - Servers with a minimum block size above 1 for unaligned requests
 //     (the loop device's are aligned to its 4096-byte blocks).
-//   - Growing the device when the volume is resized: the file keeps the
-//     size of the first connection.
 //   - Helpers inside a managed plugin's container outlive the plugin only as
 //     long as that container.
 package fuseattach

@@ -59,7 +59,8 @@ func (r *rootNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno 
 	return 0
 }
 
-// diskNode is the export as a regular file of a fixed size.
+// diskNode is the export as a regular file of the export's size; it
+// grows with the export (helper.grow), never by a write.
 type diskNode struct {
 	fs.Inode
 	b Backing
@@ -198,10 +199,21 @@ func mountOptions() *fs.Options {
 }
 
 // mountDisk serves b as <dir>/disk until the returned server is unmounted.
-func mountDisk(dir string, b Backing) (*fuse.Server, error) {
-	srv, err := fs.Mount(dir, &rootNode{disk: &diskNode{b: b}}, mountOptions())
+func mountDisk(dir string, b Backing) (*fuse.Server, *diskNode, error) {
+	disk := &diskNode{b: b}
+	srv, err := fs.Mount(dir, &rootNode{disk: disk}, mountOptions())
 	if err != nil {
-		return nil, fmt.Errorf("mounting the FUSE file system at %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("mounting the FUSE file system at %s: %w", dir, err)
 	}
-	return srv, nil
+	return srv, disk, nil
+}
+
+// sizeChanged tells the kernel that the file's attributes (its size) are
+// stale: it asks again (Getattr) at the next stat instead of keeping them
+// for attrTimeout.
+func (d *diskNode) sizeChanged() error {
+	if errno := d.NotifyContent(-1, 0); errno != 0 {
+		return fmt.Errorf("invalidating the FUSE file's attributes: %w", errno)
+	}
+	return nil
 }

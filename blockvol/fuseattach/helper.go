@@ -61,6 +61,7 @@ type helper struct {
 	session  *Session     // nil when serving an image
 	image    *qcow2.Image // nil when serving NBD
 	fuse     *fuse.Server
+	disk     *diskNode // the FUSE file
 	fuseDone chan struct{}
 	loop     *loopDevice
 	device   string // the loop device, kept after loop is released
@@ -182,11 +183,11 @@ func (h *helper) mount(b Backing) error {
 	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	srv, err := mountDisk(mnt, b)
+	srv, disk, err := mountDisk(mnt, b)
 	if err != nil {
 		return err
 	}
-	h.fuse, h.fuseDone = srv, make(chan struct{})
+	h.fuse, h.disk, h.fuseDone = srv, disk, make(chan struct{})
 	go func() { srv.Wait(); close(h.fuseDone) }()
 	return nil
 }
@@ -220,8 +221,8 @@ func (h *helper) attach(size int64) error {
 // process (a shutdown) must not fail a mounted file system that is about
 // to be unmounted and flushed through it.
 func (h *helper) serve(ctx context.Context) error {
-	stops := make(chan stopReq)
-	go serveCtl(h.ctl, h.status, stops)
+	stops, grows := make(chan stopReq), make(chan growReq)
+	go serveCtl(h.ctl, h.status, stops, grows)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
@@ -229,6 +230,9 @@ func (h *helper) serve(ctx context.Context) error {
 	for {
 		var err error
 		select {
+		case r := <-grows:
+			r.reply <- h.growReply(ctx)
+			continue
 		case r := <-stops:
 			err = h.stop()
 			r.reply <- replyOf(h, err)
@@ -252,6 +256,45 @@ func (h *helper) serve(ctx context.Context) error {
 		h.log.WithError(err).Info("attachment ended")
 		return err
 	}
+}
+
+// grow gives the device the export's new size: the session asks the
+// server for it, the kernel is told that the FUSE file's size is stale
+// and asks again (a stat), and the loop device takes the file's new size
+// (LOOP_SET_CAPACITY), which the kernel announces to the file system's
+// block device. It returns the device's size.
+func (h *helper) grow(ctx context.Context) (int64, error) {
+	if h.session == nil || h.loop == nil || h.disk == nil {
+		return 0, errors.New("this attachment serves no NBD export, or is being stopped")
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	size, err := h.session.Refresh(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := h.disk.sizeChanged(); err != nil {
+		return 0, err
+	}
+	st, err := os.Stat(filepath.Join(h.dir, fuseName, DiskName))
+	if err != nil {
+		return 0, err
+	}
+	if st.Size() != size {
+		return 0, fmt.Errorf("the FUSE file has %d bytes after the export grew to %d", st.Size(), size)
+	}
+	n, err := h.loop.setCapacity()
+	if err == nil {
+		h.log.WithFields(logrus.Fields{"device": h.device, "size": n}).Info("device grown")
+	}
+	return n, err
+}
+
+func (h *helper) growReply(ctx context.Context) Reply {
+	n, err := h.grow(ctx)
+	r := replyOf(h, err)
+	r.Size = n
+	return r
 }
 
 func (h *helper) status() Reply {

@@ -3,6 +3,7 @@ package fuseattach
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -124,6 +125,19 @@ func (l *loopDevice) detach() error {
 		return fmt.Errorf("detaching %s: %w", l.Path, err)
 	}
 	return cerr
+}
+
+// setCapacity makes the device take its backing file's size again
+// (LOOP_SET_CAPACITY), after the file grew, and returns the device's size.
+func (l *loopDevice) setCapacity() (int64, error) {
+	if err := unix.IoctlSetInt(int(l.f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		return 0, fmt.Errorf("LOOP_SET_CAPACITY on %s: %w", l.Path, err)
+	}
+	n, err := l.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", l.Path, err)
+	}
+	return n, nil
 }
 
 // loopBacking is the path of the file /dev/loopN is bound to, "" when the

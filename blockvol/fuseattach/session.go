@@ -101,6 +101,7 @@ type Session struct {
 	dial DialFunc
 	cfg  SessionConfig
 	info nbd.ExportInfo
+	size atomic.Int64 // the export's size: info's, or larger once Refresh saw it grow
 
 	mu         sync.Mutex
 	conns      *connSet
@@ -128,6 +129,7 @@ func NewSession(ctx context.Context, dial DialFunc, cfg SessionConfig) (*Session
 		return nil, err
 	}
 	s.conns, s.info = set, set.cs[0].Info()
+	s.size.Store(int64(s.info.Size))
 	return s, nil
 }
 
@@ -168,8 +170,34 @@ func (s *Session) dialSet(ctx context.Context) (*connSet, error) {
 	return set, nil
 }
 
-// Size implements Backing: the size at the first connection.
-func (s *Session) Size() int64 { return int64(s.info.Size) }
+// Size implements Backing: the size at the first connection, or the one
+// Refresh saw last.
+func (s *Session) Size() int64 { return s.size.Load() }
+
+// Refresh asks the server for the export's size on a connection of its
+// own (closed again) and takes it when it grew: the server serves the
+// grown range on the connections already open. It returns the size. A
+// smaller size is an error and changes nothing.
+func (s *Session) Refresh(ctx context.Context) (int64, error) {
+	c, err := s.dial(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("asking the server for the export's size: %w", err)
+	}
+	n := int64(c.Info().Size)
+	c.Close()
+	for {
+		cur := s.size.Load()
+		switch {
+		case n < cur:
+			return cur, fmt.Errorf("the export shrank from %d to %d bytes", cur, n)
+		case n == cur || s.size.CompareAndSwap(cur, n):
+			if n > cur {
+				s.cfg.Log.WithFields(logrus.Fields{"from": cur, "size": n}).Info("the export grew")
+			}
+			return n, nil
+		}
+	}
+}
 
 // Info is what the server said about the export at the first connection.
 func (s *Session) Info() nbd.ExportInfo { return s.info }
@@ -453,8 +481,8 @@ func (s *Session) checkInfo(info nbd.ExportInfo) error {
 	switch {
 	case info.Flags&nbd.FlagReadOnly != 0:
 		return errors.New("the server now serves the export read-only")
-	case info.Size < s.info.Size:
-		return fmt.Errorf("the export shrank from %d to %d bytes", s.info.Size, info.Size)
+	case int64(info.Size) < s.Size():
+		return fmt.Errorf("the export shrank from %d to %d bytes", s.Size(), info.Size)
 	}
 	return nil
 }

@@ -39,7 +39,19 @@ func (b *volatileBackend) WriteAt(p []byte, off int64) (int, error) {
 	return copy(b.cur[off:], p), nil
 }
 
-func (b *volatileBackend) Size() int64 { return int64(len(b.cur)) }
+func (b *volatileBackend) Size() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int64(len(b.cur))
+}
+
+// grow adds n zero bytes, as a resized image does.
+func (b *volatileBackend) grow(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cur = append(b.cur, make([]byte, n)...)
+	b.durable = append(b.durable, make([]byte, n)...)
+}
 
 func (b *volatileBackend) Flush() error {
 	b.mu.Lock()

@@ -10,7 +10,6 @@ import (
 	"github.com/netvol/netvol/internal/mount"
 	"github.com/netvol/netvol/internal/opcmd"
 	"github.com/netvol/netvol/nfs"
-	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -52,9 +51,13 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 		kinds[backend.TypeNFS] = volume.Kind{Backend: b, CheckMountOpts: nfs.CheckMountOptions}
 	}
 	if f.server != "" {
-		api, err := api.New(f.server, f.token, nil)
+		clients, err := f.conn().APIClients()
 		if err != nil {
-			return nil, nil, fmt.Errorf("--server: %w", err)
+			return nil, nil, err
+		}
+		servers := make([]blockvol.API, len(clients))
+		for i, c := range clients {
+			servers[i] = c
 		}
 		att, adopt, err := newAttacher(ctx, f, log)
 		if err != nil {
@@ -63,8 +66,8 @@ func newKinds(ctx context.Context, f pluginFlags, log logrus.FieldLogger) (map[s
 		// Reconcile may have undone a mount it found no record of: adopting
 		// again stops that mount's helper, which the first pass kept.
 		hooks.afterReconcile = append(hooks.afterReconcile, adopt)
-		b, err := blockvol.New(blockvol.Config{API: api, Node: f.node, NBDAddr: f.nbdAddr,
-			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{},
+		b, err := blockvol.New(blockvol.Config{Servers: servers, Node: f.node, NBDAddr: f.nbdAddr,
+			Attacher: att, Mounter: mount.System{}, Formatter: blockvol.Mkfs{}, FSGrower: blockvol.Ext4Grower{},
 			Log: log.WithField("component", "nbd")})
 		if err != nil {
 			return nil, nil, err

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -61,10 +60,10 @@ func addPluginFlags(cmd *cobra.Command, f *pluginFlags) {
 	fl.StringVar(&f.nfsVersion, "nfs-version", envOr("NETVOL_NFS_VERSION", "4.1"), "NFS version of mounts: 4.1, 4 or 3 [NETVOL_NFS_VERSION]")
 	fl.IntVar(&f.nfsPort, "nfs-port", envInt("NETVOL_NFS_PORT"), "NFS server's port (default: ask its portmapper, else 2049) [NETVOL_NFS_PORT]")
 	fl.IntVar(&f.nfsMountPort, "nfs-mount-port", envInt("NETVOL_NFS_MOUNT_PORT"), "NFS server's MOUNT port (default: ask its portmapper) [NETVOL_NFS_MOUNT_PORT]")
-	fl.StringVar(&f.server, "server", os.Getenv("NETVOL_SERVER"), "storage daemon API, host:port or http(s)://host:port [NETVOL_SERVER]")
+	fl.StringVar(&f.server, "server", os.Getenv("NETVOL_SERVER"), "storage daemon API, host:port or http(s)://host:port; a pool: several, separated by commas [NETVOL_SERVER]")
 	fl.StringVar(&f.nbdAddr, "nbd", os.Getenv("NETVOL_NBD"), "NBD address (default: the API's host and the NBD port it reports) [NETVOL_NBD]")
-	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("NETVOL_TOKEN_FILE"), "file holding the storage daemon's API token [NETVOL_TOKEN_FILE]")
-	fl.StringVar(&f.token, "token", os.Getenv("NETVOL_TOKEN"), "the API token itself (prefer --token-file) [NETVOL_TOKEN]")
+	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("NETVOL_TOKEN_FILE"), "file holding the storage daemon's API token; a pool: one for all, or one per server separated by commas [NETVOL_TOKEN_FILE]")
+	fl.StringVar(&f.token, "token", os.Getenv("NETVOL_TOKEN"), "the API token itself (prefer --token-file); a pool: one for all, or one per server separated by commas [NETVOL_TOKEN]")
 	fl.StringVar(&f.node, "node", envOr("NETVOL_NODE", host), "this host's node name at the storage daemon [NETVOL_NODE]")
 	fl.StringVar(&f.stateDir, "state-dir", envOr("NETVOL_STATE_DIR", "/var/lib/netvol"), "node state directory [NETVOL_STATE_DIR]")
 	fl.StringVar(&f.mountRoot, "mount-root", os.Getenv("NETVOL_MOUNT_ROOT"), "where volumes are mounted (default <state-dir>/mounts) [NETVOL_MOUNT_ROOT]")
@@ -114,15 +113,8 @@ func checkPluginFlags(f *pluginFlags) (*logrus.Logger, int64, error) {
 	if f.mountRoot == "" {
 		f.mountRoot = filepath.Join(f.stateDir, "mounts")
 	}
-	if f.server != "" && f.token == "" {
-		if f.tokenFile == "" {
-			return nil, 0, errors.New("--server needs the API token: give --token-file (NETVOL_TOKEN_FILE) or --token (NETVOL_TOKEN)")
-		}
-		tok, err := os.ReadFile(f.tokenFile)
-		if err != nil {
-			return nil, 0, fmt.Errorf("--token-file: %w", err)
-		}
-		f.token = strings.TrimSpace(string(tok))
+	if f.server != "" && f.token == "" && f.tokenFile == "" {
+		return nil, 0, errors.New("--server needs the API token: give --token-file (NETVOL_TOKEN_FILE) or --token (NETVOL_TOKEN)")
 	}
 	return log, size, nil
 }

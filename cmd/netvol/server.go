@@ -33,6 +33,9 @@ type serverFlags struct {
 	backupTarget, s3Endpoint string
 	backupEvery              time.Duration
 	backupKeep               int
+	// Pool placement: a share of new volumes, or none (draining).
+	weight       float64
+	noNewVolumes bool
 }
 
 func newServerCommand() *cobra.Command {
@@ -53,6 +56,7 @@ loopback or a trusted network.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServer(cmd.Context(), f) },
 	}
+	cmd.AddCommand(newDrainCommand())
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", os.Getenv("NETVOL_DATA"), "data directory: registry and images (required) [NETVOL_DATA]")
 	fl.StringVar(&f.nbdListen, "nbd-listen", envOr("NETVOL_NBD_LISTEN", "127.0.0.1:10809"), "NBD address: host:port or unix:/path [NETVOL_NBD_LISTEN]")
@@ -70,6 +74,8 @@ loopback or a trusted network.`,
 	fl.DurationVar(&f.replyTimeout, "nbd-reply-timeout", envDuration("NETVOL_NBD_REPLY_TIMEOUT", 2*time.Minute), "time an NBD reply may take to go out before the connection is closed [NETVOL_NBD_REPLY_TIMEOUT]")
 	addBackupFlags(cmd, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
+	fl.Float64Var(&f.weight, "weight", envFloatOr("NETVOL_WEIGHT", 1), "in a pool of servers, scales this server's share of new volumes (placement weighs free space by it) [NETVOL_WEIGHT]")
+	fl.BoolVar(&f.noNewVolumes, "no-new-volumes", envBool("NETVOL_NO_NEW_VOLUMES"), "refuse new volumes (a server being drained: placement skips it) [NETVOL_NO_NEW_VOLUMES]")
 	return cmd
 }
 
@@ -134,7 +140,8 @@ func startServer(f serverFlags) (*server.Daemon, error) {
 		HandshakeTimeout: f.handshakeTimeout, ReplyTimeout: f.replyTimeout,
 		MaxHandshakes: f.maxHandshakes, MaxExportConns: f.maxExportConns, Log: log,
 		BackupTarget: f.backupTarget, S3: backup.S3Config{Endpoint: f.s3Endpoint, Region: os.Getenv("AWS_REGION")},
-		BackupSchedule: server.Schedule{Every: f.backupEvery, Keep: f.backupKeep}})
+		BackupSchedule: server.Schedule{Every: f.backupEvery, Keep: f.backupKeep},
+		Weight:         f.weight, NoNewVolumes: f.noNewVolumes})
 }
 
 func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
@@ -157,6 +164,12 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	if err := checkNBDLimits(f); err != nil {
 		return nil, 0, err
 	}
+	if f.weight == 0 {
+		f.weight = 1 // only from code: the flag has a default
+	}
+	if !(f.weight > 0 && f.weight <= 1e6) {
+		return nil, 0, fmt.Errorf("--weight %v: want a number above 0 (1 is the default share), at most 1e6", f.weight)
+	}
 	switch {
 	case f.backupEvery < 0:
 		return nil, 0, fmt.Errorf("--backup-every %s: must not be negative", f.backupEvery)
@@ -178,6 +191,14 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 
 // checkNBDLimits refuses negative limits; zero (only from code: the flags
 // have defaults) is the nbd.Server default.
+// envFloatOr is the number in environment variable key, else def.
+func envFloatOr(key string, def float64) float64 {
+	if v, err := strconv.ParseFloat(os.Getenv(key), 64); err == nil {
+		return v
+	}
+	return def
+}
+
 func checkNBDLimits(f *serverFlags) error {
 	switch {
 	case f.handshakeTimeout < 0:

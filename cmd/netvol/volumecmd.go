@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,9 +38,9 @@ there is one (its address and token under <state-dir>/server).`,
 	adoptFlags(defs, cmd, true, connFlagNames()...)
 	pf := cmd.PersistentFlags()
 	pf.BoolVar(&v.json, "json", false, "print JSON instead of a table")
-	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long")
+	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long (move: give more for big volumes)")
 	cmd.AddCommand(v.lsCommand(), v.inspectCommand(), v.createCommand(defs), v.cloneCommand(),
-		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(),
+		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(), v.moveCommand(),
 		v.backupCommand(), v.restoreCommand())
 	return cmd
 }
@@ -254,11 +255,14 @@ and the later ones, stay.`,
 func (v *volumeCmd) resizeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resize NAME SIZE",
-		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE; refused while attached",
+		Short: "Grow an nbd volume to SIZE (such as 20G), or by +SIZE, also while it is mounted",
 		Long: `Grow an nbd volume on the storage daemon to SIZE, or by +SIZE. Volumes only
-grow. The daemon refuses while a node has the volume attached, or while clones
-depend on it. Only the block device grows: the ext4 file system inside keeps
-its size (netvol does not run resize2fs).`,
+grow, and a volume that clones depend on cannot grow. While a host has the
+volume mounted, that host grows its device and the ext4 file system on it
+online (a running container sees the new size), and the command returns once
+it has; should it not within the daemon's wait (20 s), the command says which
+host is pending and why, and exits non-zero. A volume not mounted anywhere
+grows its file system at its next mount.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return v.ops(cmd).Resize(cmd.Context(), args[0], args[1])
@@ -283,5 +287,30 @@ everything in it are deleted.`,
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "the volume's type, when a name is a volume of each type: nbd or nfs")
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove nfs volumes, which may be in use unseen")
+	return cmd
+}
+
+func (v *volumeCmd) moveCommand() *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "move NAME --to SERVER",
+		Short: "Move a detached nbd volume to another storage server of the pool",
+		Long: `Move an nbd volume to another storage server of the pool (--server lists
+them; SERVER as given there, host:port). The volume must be detached: no host
+may mount it while it moves (the move holds it, as a node of its own). The data
+is copied over NBD (zero blocks skipped), read back and compared, then the
+volume switches over: a crash at any point leaves it on exactly one server,
+readable, and running the move again finishes or redoes it. Clones (of the
+volume or of a snapshot) stay with their source, and a volume with clones or
+snapshots cannot move: the move names them (a move copies the volume's data,
+not its snapshots).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, _ := os.Hostname()
+			return v.ops(cmd).Move(cmd.Context(), args[0], to, host)
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the storage server to move it to, host:port as --server names it (required)")
+	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }

@@ -72,8 +72,9 @@ func TestVolumeCreateLsInspect(t *testing.T) {
 	}
 	d.mustVol(t, "clone", "db", "db2")
 	rows := tableRows(d.mustVol(t, "ls"))
-	want := [][]string{{"NAME", "TYPE", "SIZE", "ALLOCATED", "ATTACHED", "CREATED"},
-		{"db", "nbd", "1GiB"}, {"db2", "nbd", "1GiB"}, {"web", "nbd", "512MiB"}}
+	srv := strings.TrimPrefix(d.URL, "http://")
+	want := [][]string{{"NAME", "TYPE", "SERVER", "SIZE", "ALLOCATED", "ATTACHED", "CREATED"},
+		{"db", "nbd", srv, "1GiB"}, {"db2", "nbd", srv, "1GiB"}, {"web", "nbd", srv, "512MiB"}}
 	if len(rows) != len(want) {
 		t.Fatalf("ls: %q", rows)
 	}
@@ -81,8 +82,8 @@ func TestVolumeCreateLsInspect(t *testing.T) {
 		if strings.Join(rows[i][:len(w)], " ") != strings.Join(w, " ") {
 			t.Errorf("ls row %d: %q, want %q...", i, rows[i], w)
 		}
-		if i > 0 && (len(rows[i]) != 7 || rows[i][4] != "-") { // CREATED is two fields
-			t.Errorf("ls row %d: %q, want 7 fields, not attached", i, rows[i])
+		if i > 0 && (len(rows[i]) != 8 || rows[i][5] != "-") { // CREATED is two fields
+			t.Errorf("ls row %d: %q, want 8 fields, not attached", i, rows[i])
 		}
 	}
 	var list []opcmd.VolumeInfo
@@ -107,7 +108,7 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := tableRows(d.mustVol(t, "ls"))
-	if len(rows) != 2 || rows[1][4] != "web1(rw)" {
+	if len(rows) != 2 || rows[1][5] != "web1(rw)" {
 		t.Fatalf("ls of an attached volume: %q", rows)
 	}
 	out := d.mustVol(t, "inspect", "data")
@@ -122,16 +123,34 @@ func TestVolumeAttachedRefusals(t *testing.T) {
 	}
 	_, err = d.vol(t, "rm", "data")
 	wantErr(t, err, `removing nbd volume "data"`, d.URL, `attached by node "web1"`, "stop the containers")
+	// An attached volume grows; the command waits for the holder, which
+	// here reports as a plugin would once it sees the size in a renewal.
+	holder := func(size int64, report api.GrownReport) {
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if l, err := d.API.Renew(ctx, "data", "web1"); err == nil && l.Size == size {
+				if err := d.API.ReportGrown(ctx, "data", "web1", report); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+		}
+		t.Error("the renewal never carried the new size")
+	}
+	go holder(96<<20, api.GrownReport{Size: 96 << 20})
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 64MiB -> 96MiB (the holder's device and file system too: usable now)") {
+		t.Fatalf("resize of an attached volume printed %q", out)
+	}
+	go holder(128<<20, api.GrownReport{Size: 96 << 20, Error: "EXT4_IOC_RESIZE_FS: read-only file system"})
 	_, err = d.vol(t, "resize", "data", "128M")
-	wantErr(t, err, `resizing nbd volume "data"`, `attached by node "web1"`, "then retry")
+	wantErr(t, err, `the image has grown to 128MiB`, `node "web1" could not grow`, "read-only file system")
 	if err := d.API.Detach(ctx, "data", "web1"); err != nil {
 		t.Fatal(err)
 	}
-	if out := d.mustVol(t, "resize", "data", "+64M"); !strings.Contains(out, "data: 64MiB -> 128MiB") {
+	if out := d.mustVol(t, "resize", "data", "+32M"); !strings.Contains(out, "data: 128MiB -> 160MiB (its file system grows at its next mount)") {
 		t.Fatalf("resize printed %q", out)
 	}
 	_, err = d.vol(t, "resize", "data", "100M")
-	wantErr(t, err, "has 128MiB already", "only grow")
+	wantErr(t, err, "has 160MiB already", "only grow")
 	var v opcmd.VolumeInfo
 	if err := json.Unmarshal([]byte(d.mustVol(t, "resize", "data", "1G", "--json")), &v); err != nil || v.Size != 1<<30 {
 		t.Fatalf("resize --json: %v %+v", err, v)

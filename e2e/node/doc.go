@@ -16,6 +16,9 @@
 //
 //   - a raw ext4 state disk at GuestStateDir, kept across Reboot and Crash;
 //   - a read-write share: Node.HostShare on the host is GuestShare inside;
+//   - optionally a second NIC on a PrivateLink to one other node (qemu UDP
+//     socket netdevs on the host's loopback: no privileges, and either end
+//     may crash or freeze and come back);
 //   - user-mode networking: HostAddr:PORT inside reaches 127.0.0.1:PORT on
 //     the host, so host servers bind loopback; SetLink cuts and restores it;
 //     Options.HostForward forwards the host's 127.0.0.1:P to the node's port
@@ -38,6 +41,11 @@
 //	n.Shutdown(ctx)          sync and power off; n.Boot(ctx) starts it again
 //	n.Crash()                kill qemu (power cut); n.Boot(ctx) starts it again
 //	n.SetLink(ctx, up)       cut or restore the node's network (QMP set_link)
+//	n.Freeze(ctx), n.Thaw    stop and resume the node's CPUs (QMP stop/cont):
+//	                         dead to everyone, then back with its memory
+//	NewPrivateLink(t)        an Ethernet between two nodes (Options.Private =
+//	                         link.End(0|1), n.PrivateAddr() 192.168.77.1|2)
+//	StartSwarm(t, mgr, w...) a Docker Swarm over the private link
 //	n.ConsoleTail(lines)     the end of the serial console, all boots
 //	n.StartDocker(t)         dockerd in the node, BusyboxImage imported
 //	StartGuestServer(t, n, bin, nbdPort, apiPort)

@@ -18,7 +18,8 @@ import (
 const BusyboxImage = "busybox:local"
 
 // StartDocker starts dockerd inside the node (no iptables, no bridge, data on
-// the node's tmpfs), waits until it answers and imports BusyboxImage.
+// the node's tmpfs, or its state disk with Options.DockerOnDisk), waits
+// until it answers and imports BusyboxImage.
 // Containers should run with --network none. dockerd dies with the node.
 func (n *Node) StartDocker(t testing.TB) {
 	t.Helper()
@@ -31,6 +32,10 @@ func (n *Node) StartDocker(t testing.TB) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	if n.opts.DockerOnDisk {
+		n.MustRun(t, "mkdir -p /var/lib/docker "+GuestStateDir+"/docker-root && "+
+			"{ grep -q ' /var/lib/docker ' /proc/mounts || mount --bind "+GuestStateDir+"/docker-root /var/lib/docker; }")
+	}
 	n.MustRun(t, dockerStartScript)
 	n.MustRun(t, "docker import "+GuestShare+"/busybox.tar "+BusyboxImage+" >/dev/null")
 	t.Logf("%s: dockerd ready and %s imported in %s", n.Name(), BusyboxImage, time.Since(start).Round(100*time.Millisecond))

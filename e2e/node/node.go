@@ -39,6 +39,14 @@ type Options struct {
 	// reachable from the host, and from other nodes at HostAddr:P, on the
 	// port it listens on. The forwards are set up again at every Boot.
 	HostForward []int
+	// Private joins the node to a PrivateLink with another node (a second
+	// NIC at Private.Addr, set up again at every Boot): NewPrivateLink(t).End(i).
+	Private *PrivateEnd
+	// DockerOnDisk keeps dockerd's data root (images, plugins, containers,
+	// swarm membership) on the state disk, so that they survive Crash and
+	// Boot as on a real host; StartDocker again after Boot. Give the disk
+	// room (DiskMiB).
+	DockerOnDisk bool
 }
 
 func (o Options) withDefaults() Options {
@@ -164,6 +172,10 @@ func (n *Node) Boot(ctx context.Context) error {
 	if err != nil {
 		return n.withConsole(fmt.Errorf("node %s: boot: %w", n.opts.Name, err))
 	}
+	if err := n.setupPrivate(ctx, v); err != nil {
+		v.kill()
+		return n.withConsole(err)
+	}
 	n.vm = v
 	n.logf("booted in %s", time.Since(start).Round(100*time.Millisecond))
 	return nil
@@ -236,7 +248,8 @@ func (n *Node) Reboot(ctx context.Context) error {
 
 // SetLink cuts (up=false) or restores (up=true) the node's network link, as
 // a pulled cable would: the node keeps running and its connections to the
-// host time out. The agent channel is not a network device and stays up.
+// host time out. The agent channel is not a network device and stays up;
+// so does a PrivateLink (Freeze takes a node off every network).
 func (n *Node) SetLink(ctx context.Context, up bool) error {
 	v, err := n.running()
 	if err != nil {
@@ -246,6 +259,29 @@ func (n *Node) SetLink(ctx context.Context, up bool) error {
 		return fmt.Errorf("node %s: set_link %v: %w", n.opts.Name, up, err)
 	}
 	n.logf("link up=%v", up)
+	return nil
+}
+
+// Freeze stops the node's virtual CPUs (QMP stop): to everyone else it is
+// dead, as if it had crashed (no heartbeat, no lease renewal, no answer on
+// any connection), but it keeps its memory, page cache and processes. Thaw
+// lets it go on where it was, as a host back from a long stall or a
+// partition would, with whatever it still meant to write. The agent does not
+// answer while the node is frozen.
+func (n *Node) Freeze(ctx context.Context) error { return n.runState(ctx, "stop") }
+
+// Thaw resumes a frozen node (QMP cont).
+func (n *Node) Thaw(ctx context.Context) error { return n.runState(ctx, "cont") }
+
+func (n *Node) runState(ctx context.Context, cmd string) error {
+	v, err := n.running()
+	if err != nil {
+		return err
+	}
+	if err := qmpExecute(ctx, v.qmpPath, cmd, nil); err != nil {
+		return fmt.Errorf("node %s: %w", n.opts.Name, err)
+	}
+	n.logf("qmp %s", cmd)
 	return nil
 }
 

@@ -20,6 +20,7 @@ const PluginLog = "/var/log/netvol-plugin.log"
 func (n *Node) StartPlugin(t testing.TB, bin string, args ...string) {
 	t.Helper()
 	script := fmt.Sprintf(`modprobe nbd nbds_max=16 2>/dev/null; modprobe nfsv4 2>/dev/null; modprobe nfsv3 2>/dev/null
+modprobe fuse 2>/dev/null; modprobe loop 2>/dev/null # for --attach userspace
 rm -f %[6]s
 setsid -f %[1]s plugin --node %[2]s --state-dir %[3]s %[4]s </dev/null >>%[5]s 2>&1
 i=0

@@ -38,7 +38,7 @@ func (n *Node) qemuArgs() []string {
 	for _, p := range o.HostForward {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", p, p)
 	}
-	return append(args,
+	args = append(args,
 		"-accel", "tcg", // KVM hangs on these machines (no nested virtualisation)
 		"-cpu", "max", "-smp", strconv.Itoa(o.CPUs), "-m", strconv.Itoa(o.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -56,6 +56,11 @@ func (n *Node) qemuArgs() []string {
 		"-device", "virtserialport,chardev=agent,name="+proto.PortName,
 		"-qmp", "unix:"+n.path("qmp.sock")+",server=on,wait=off",
 	)
+	// After the user-mode NIC, which the node's init configures as eth0.
+	if o.Private != nil {
+		args = append(args, o.Private.qemuArgs()...)
+	}
+	return args
 }
 
 // startVM starts qemu and waits for the node's agent to say hello.

@@ -329,3 +329,23 @@ func TestDoctorDockerAndPlugin(t *testing.T) {
 	doc.cfg.DockerHost = "ssh://host"
 	wantResult(t, result(t, doc.dockerChecks(context.Background()), "docker"), StatusWarn, "want unix:///path or tcp://host:port")
 }
+
+// A pool: every server is checked, each line naming it; a dead one fails
+// alone.
+func TestDoctorPool(t *testing.T) {
+	a, b := optest.StartDaemon(t), optest.StartDaemon(t)
+	doc := newTestDoctor(t)
+	doc.cfg.Conn.Server = a.URL + "," + b.URL + ",127.0.0.1:1"
+	doc.cfg.Conn.TokenFile = a.TokenFile
+	results := doc.daemonChecks(context.Background())
+	for _, d := range []*optest.Daemon{a, b} {
+		srv := strings.TrimPrefix(d.URL, "http://")
+		wantResult(t, result(t, results, "storage daemon "+srv), StatusOK, "healthy")
+		wantResult(t, result(t, results, "api token "+srv), StatusOK, "accepted")
+		wantResult(t, result(t, results, "nbd address "+srv), StatusOK, d.NBDL.Addr().String())
+	}
+	wantResult(t, result(t, results, "storage daemon 127.0.0.1:1"), StatusFail, "does not answer")
+	doc.cfg.Conn.TokenFile = a.TokenFile + "," + b.TokenFile
+	results = doc.daemonChecks(context.Background())
+	wantResult(t, result(t, results, "api token"), StatusFail, "2 tokens for 3")
+}

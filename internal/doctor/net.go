@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/netvol/netvol/blockvol"
@@ -41,6 +42,41 @@ func (d *doctor) daemonChecks(ctx context.Context) []Result {
 	if d.cfg.Conn.Server == "" {
 		return nil
 	}
+	servers, err := d.cfg.Conn.Servers()
+	if err != nil {
+		return []Result{problem(StatusFail, "storage daemon", err.Error(), "give --server host:port, or a pool: host:port,host:port,... (NETVOL_SERVER)")}
+	}
+	if len(servers) == 1 {
+		return d.daemonChecksOf(ctx)
+	}
+	return d.poolChecks(ctx, servers)
+}
+
+// poolChecks runs the checks of one storage daemon on every server of a
+// pool at once, each with its token, naming the server in each check.
+func (d *doctor) poolChecks(ctx context.Context, servers []string) []Result {
+	clients, err := d.cfg.Conn.APIClients()
+	if err != nil {
+		return []Result{problem(StatusFail, "api token", err.Error(), tokenFix)}
+	}
+	results := make([][]Result, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Go(func() {
+			sub := &doctor{cfg: d.cfg}
+			sub.cfg.Conn.Server, sub.cfg.Conn.Token, sub.cfg.Conn.TokenFile = srv, clients[i].Token(), ""
+			for _, r := range sub.daemonChecksOf(ctx) {
+				r.Check += " " + clients[i].Server()
+				results[i] = append(results[i], r)
+			}
+		})
+	}
+	wg.Wait()
+	return slices.Concat(results...)
+}
+
+// daemonChecksOf checks the one storage daemon of d.cfg.Conn.Server.
+func (d *doctor) daemonChecksOf(ctx context.Context) []Result {
 	api, err := api.New(d.cfg.Conn.Server, "", nil)
 	if err != nil {
 		return []Result{problem(StatusFail, "storage daemon", err.Error(), "give --server host:port or http(s)://host:port (NETVOL_SERVER)")}

@@ -27,9 +27,13 @@ func (v *Volumes) BackupCreate(ctx context.Context, vol string) error {
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
-	b, err := s.api.CreateBackup(ctx, vol)
+	h, err := s.holder(ctx, vol)
 	if err != nil {
-		return s.fail("backing up nbd volume "+strconv.Quote(vol), err)
+		return err
+	}
+	b, err := h.api.CreateBackup(ctx, vol)
+	if err != nil {
+		return h.fail("backing up nbd volume "+strconv.Quote(vol), err)
 	}
 	if v.JSON {
 		return WriteJSON(v.Out, b)
@@ -50,9 +54,13 @@ func (v *Volumes) BackupLs(ctx context.Context, vol string) error {
 	if err != nil {
 		return err
 	}
+	d, err := s.backupDaemon()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
-	list, err := s.api.ListBackups(ctx, vol)
+	list, err := d.api.ListBackups(ctx, vol)
 	if err != nil {
 		return s.fail("listing backups", err)
 	}
@@ -82,9 +90,13 @@ func (v *Volumes) BackupRm(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	d, err := s.backupDaemon()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
-	if err := s.api.DeleteBackup(ctx, id); err != nil {
+	if err := d.api.DeleteBackup(ctx, id); err != nil {
 		return s.fail("removing backup "+id, err)
 	}
 	_, err = fmt.Fprintln(v.Out, id)
@@ -97,9 +109,13 @@ func (v *Volumes) BackupVerify(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	d, err := s.backupDaemon()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
-	r, err := s.api.VerifyBackup(ctx, id)
+	r, err := d.api.VerifyBackup(ctx, id)
 	if err != nil {
 		return s.fail("verifying backup "+id, err)
 	}
@@ -111,7 +127,8 @@ func (v *Volumes) BackupVerify(ctx context.Context, id string) error {
 }
 
 // Restore makes volume name of backup id on the storage daemon (any
-// daemon that sees the backup target).
+// daemon that sees the backup target; in a pool, the one placement
+// picks, as for a create).
 func (v *Volumes) Restore(ctx context.Context, id, name string) error {
 	if err := names.CheckVolume(name); err != nil {
 		return err
@@ -122,7 +139,7 @@ func (v *Volumes) Restore(ctx context.Context, id, name string) error {
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
-	vol, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, FromBackup: id})
+	vol, err := s.restore(ctx, api.CreateRequest{Name: name, FromBackup: id})
 	if err != nil {
 		return s.fail(fmt.Sprintf("restoring backup %s as nbd volume %q", id, name), err)
 	}

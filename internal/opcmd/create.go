@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/netvol/netvol/internal/units"
+	"github.com/netvol/netvol/server/api"
 	"github.com/netvol/netvol/volume"
 	"github.com/netvol/netvol/volume/backend"
 )
@@ -124,7 +125,7 @@ func (v *Volumes) createDefaults() (string, int64, error) {
 func checkCreateOptions(name, typ string, raw map[string]string) error {
 	passed := []string{"type", "uid", "gid", "mode"}
 	if typ == backend.TypeNBD {
-		passed = []string{"type", "size", "from", "from-snapshot", "fs"} // fs: ext4, the only one
+		passed = []string{"type", "size", "from", "from-snapshot", "fs", "server"} // fs: ext4, the only one; server: the pool's
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -176,10 +177,47 @@ func (v *Volumes) Resize(ctx context.Context, name, arg string) error {
 	if size < cur.Size {
 		return fmt.Errorf("resize %q to %s: the volume has %s already, and volumes only grow", name, units.HumanSize(size), units.HumanSize(cur.Size))
 	}
-	info, err := s.Resize(ctx, name, size)
+	info, pending, err := s.Resize(ctx, name, size)
 	if err != nil {
 		return err
 	}
-	return v.printChanged(info, fmt.Sprintf("%s: %s -> %s (the ext4 file system inside keeps its size)",
-		name, units.HumanSize(cur.Size), units.HumanSize(info.Size)))
+	line := fmt.Sprintf("%s: %s -> %s", name, units.HumanSize(cur.Size), units.HumanSize(info.Size))
+	switch {
+	case len(pending) > 0:
+		line += " (the image; not usable everywhere yet, see below)"
+	case heldRW(info):
+		line += " (the holder's device and file system too: usable now)"
+	default:
+		line += " (its file system grows at its next mount)"
+	}
+	if v.JSON {
+		err = WriteJSON(v.Out, resized{VolumeInfo: info, Pending: pending})
+	} else {
+		_, err = fmt.Fprintln(v.Out, line)
+	}
+	if err != nil || len(pending) == 0 {
+		return err
+	}
+	why := make([]string, 0, len(pending))
+	for _, p := range pending {
+		why = append(why, p.Why)
+	}
+	return fmt.Errorf("resize %q: the image has grown to %s, but %s", name, units.HumanSize(info.Size), strings.Join(why, "; "))
+}
+
+// resized is resize's JSON answer: the volume and the holders that have
+// not grown yet.
+type resized struct {
+	VolumeInfo
+	Pending []api.PendingGrowth `json:"pending,omitempty"`
+}
+
+// heldRW reports whether a node holds the volume read-write now.
+func heldRW(info VolumeInfo) bool {
+	for _, a := range info.Attachments {
+		if a.Mode == "rw" && a.ExpiresInMS > 0 {
+			return true
+		}
+	}
+	return false
 }

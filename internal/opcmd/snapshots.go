@@ -21,12 +21,16 @@ func (v *Volumes) SnapshotCreate(ctx context.Context, vol, name string) error {
 	if err := checkSnapshotArgs(vol, name); err != nil {
 		return err
 	}
-	s, err := v.nbdStore()
+	bs, err := v.nbdStore()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
+	s, err := bs.holder(ctx, vol)
+	if err != nil {
+		return err
+	}
 	sn, err := s.api.CreateSnapshot(ctx, vol, name)
 	if err != nil {
 		return s.fail(fmt.Sprintf("taking snapshot %q of nbd volume %q", name, vol), err)
@@ -43,12 +47,16 @@ func (v *Volumes) SnapshotLs(ctx context.Context, vol string) error {
 	if err := names.CheckVolume(vol); err != nil {
 		return err
 	}
-	s, err := v.nbdStore()
+	bs, err := v.nbdStore()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
+	s, err := bs.holder(ctx, vol)
+	if err != nil {
+		return err
+	}
 	list, err := s.api.ListSnapshots(ctx, vol)
 	if err != nil {
 		return s.fail("listing the snapshots of nbd volume "+strconv.Quote(vol), err)
@@ -80,12 +88,16 @@ func (v *Volumes) SnapshotRm(ctx context.Context, vol, name string) error {
 	if err := checkSnapshotArgs(vol, name); err != nil {
 		return err
 	}
-	s, err := v.nbdStore()
+	bs, err := v.nbdStore()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
+	s, err := bs.holder(ctx, vol)
+	if err != nil {
+		return err
+	}
 	if err := s.api.DeleteSnapshot(ctx, vol, name); err != nil {
 		return s.fail(fmt.Sprintf("removing snapshot %q of nbd volume %q", name, vol), err)
 	}
@@ -98,12 +110,16 @@ func (v *Volumes) Rollback(ctx context.Context, vol, name string) error {
 	if err := checkSnapshotArgs(vol, name); err != nil {
 		return err
 	}
-	s, err := v.nbdStore()
+	bs, err := v.nbdStore()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := v.context(ctx)
 	defer cancel()
+	s, err := bs.holder(ctx, vol)
+	if err != nil {
+		return err
+	}
 	got, err := s.api.Rollback(ctx, vol, name)
 	if err != nil {
 		return s.fail(fmt.Sprintf("rolling nbd volume %q back to snapshot %q", vol, name), err)

@@ -50,7 +50,12 @@ func isNotFound(err error) bool {
 }
 
 // nbdStore is the storage daemon's volumes.
-type nbdStore struct{ api *api.Client }
+type nbdStore struct {
+	api *api.Client
+	// server names the daemon as a pool's --server does (host:port); ""
+	// outside a pool, where volumes show the API's URL.
+	server string
+}
 
 func (s nbdStore) Type() string  { return backend.TypeNBD }
 func (s nbdStore) Where() string { return "the storage daemon " + s.api.URL() }
@@ -76,6 +81,9 @@ func (s nbdStore) Get(ctx context.Context, name string) (VolumeInfo, error) {
 }
 
 func (s nbdStore) Create(ctx context.Context, name string, o backend.Options) (VolumeInfo, error) {
+	if o.Server != "" && o.Server != s.api.Server() {
+		return VolumeInfo{}, fmt.Errorf("creating nbd volume %q: server %q: the storage server is %s: %w", name, o.Server, s.api.Server(), backend.ErrInvalid)
+	}
 	v, err := s.api.CreateVolume(ctx, api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot})
 	if err != nil {
 		return VolumeInfo{}, s.fail("creating nbd volume "+strconv.Quote(name), err)
@@ -90,13 +98,21 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// Resize grows a volume to size bytes.
-func (s nbdStore) Resize(ctx context.Context, name string, size int64) (VolumeInfo, error) {
-	v, err := s.api.ResizeVolume(ctx, name, size)
+// holder is the daemon that holds name: this one.
+func (s nbdStore) holder(context.Context, string) (nbdStore, error) { return s, nil }
+func (s nbdStore) backupDaemon() (nbdStore, error)                  { return s, nil }
+func (s nbdStore) restore(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
+	return s.api.CreateVolume(ctx, req)
+}
+
+// Resize grows a volume to size bytes; pending are the holders that have
+// not grown their device and file system yet.
+func (s nbdStore) Resize(ctx context.Context, name string, size int64) (info VolumeInfo, pending []api.PendingGrowth, err error) {
+	r, err := s.api.ResizeVolume(ctx, name, size)
 	if err != nil {
-		return VolumeInfo{}, s.fail("resizing nbd volume "+strconv.Quote(name), err)
+		return VolumeInfo{}, nil, s.fail("resizing nbd volume "+strconv.Quote(name), err)
 	}
-	return s.info(v), nil
+	return s.info(r.Volume), r.Pending, nil
 }
 
 func (s nbdStore) info(v api.Volume) VolumeInfo {
@@ -104,7 +120,11 @@ func (s nbdStore) info(v api.Volume) VolumeInfo {
 	if atts == nil {
 		atts = []api.Attachment{}
 	}
-	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: s.api.URL(), Size: v.Size, Allocated: v.Allocated,
+	server := s.server
+	if server == "" {
+		server = s.api.URL()
+	}
+	return VolumeInfo{Name: v.Name, Type: backend.TypeNBD, Server: server, Size: v.Size, Allocated: v.Allocated,
 		CreatedAt: v.CreatedAt, From: v.From, FromSnap: v.FromSnapshot, Labels: v.Labels, Attachments: atts, Snapshots: v.Snapshots}
 }
 

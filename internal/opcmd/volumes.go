@@ -85,14 +85,23 @@ func (v *Volumes) store(typ string) (volumeStore, error) {
 	return nil, fmt.Errorf("type %q: want nbd or nfs", typ)
 }
 
-func (v *Volumes) nbdStore() (nbdStore, error) {
+func (v *Volumes) nbdStore() (blockStore, error) {
 	v.Conn.UseLocalDaemon()
 	if v.Conn.Server == "" {
-		return nbdStore{}, notConfigured(backend.TypeNBD)
+		return nil, notConfigured(backend.TypeNBD)
+	}
+	if servers, err := v.Conn.Servers(); err != nil {
+		return nil, err
+	} else if len(servers) > 1 {
+		clients, err := v.Conn.APIClients()
+		if err != nil {
+			return nil, err
+		}
+		return newPoolStore(clients)
 	}
 	api, err := v.Conn.APIClient()
 	if err != nil {
-		return nbdStore{}, err
+		return nil, err
 	}
 	return nbdStore{api: api}, nil
 }
@@ -141,16 +150,24 @@ func (v *Volumes) Ls(ctx context.Context, typ string) error {
 
 func printVolumeTable(w io.Writer, vols []VolumeInfo, now time.Time) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tTYPE\tSIZE\tALLOCATED\tATTACHED\tCREATED")
+	fmt.Fprintln(tw, "NAME\tTYPE\tSERVER\tSIZE\tALLOCATED\tATTACHED\tCREATED")
 	for _, vol := range vols {
 		size, alloc := "-", "-"
 		if vol.Type == backend.TypeNBD {
 			size, alloc = units.HumanSize(vol.Size), units.HumanSize(vol.Allocated)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", vol.Name, vol.Type, size, alloc,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", vol.Name, vol.Type, OrDash(serverColumn(vol.Server)), size, alloc,
 			OrDash(blockvol.AttachedList(vol.Attachments)), shortTime(vol.CreatedAt))
 	}
 	return tw.Flush()
+}
+
+// serverColumn is a server as ls shows it: host:port, without a scheme.
+func serverColumn(s string) string {
+	if _, rest, ok := strings.Cut(s, "://"); ok {
+		return rest
+	}
+	return s
 }
 
 // Inspect prints what it found (a name may be a volume of each type)

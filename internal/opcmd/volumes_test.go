@@ -94,7 +94,7 @@ func TestNFSInfoAndTable(t *testing.T) {
 	if err := printVolumeTable(&buf, []VolumeInfo{v}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if rows := optest.TableRows(buf.String()); strings.Join(rows[1], " ") != "dir nfs - - - 2025-01-02 03:04" {
+	if rows := optest.TableRows(buf.String()); strings.Join(rows[1], " ") != "dir nfs nas - - - 2025-01-02 03:04" {
 		t.Fatalf("table: %q", rows)
 	}
 	buf.Reset()

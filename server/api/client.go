@@ -25,6 +25,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -99,6 +100,9 @@ func parseBase(s string) (*url.URL, error) {
 // Server is the API's host:port (host alone when the URL gave no port).
 func (c *Client) Server() string { return c.base.Host }
 
+// Token is the bearer token the client sends.
+func (c *Client) Token() string { return c.token }
+
 // URL is the API's base URL.
 func (c *Client) URL() string { return c.base.String() }
 
@@ -147,17 +151,16 @@ func (c *Client) DeleteVolume(ctx context.Context, name string) error {
 }
 
 // ResizeVolume calls POST /v1/volumes/{name}/resize; size is in bytes.
-func (c *Client) ResizeVolume(ctx context.Context, name string, size int64) (Volume, error) {
+// The answer lists the holders that have not grown their device and file
+// system yet (202); none when the new size is usable everywhere (200).
+func (c *Client) ResizeVolume(ctx context.Context, name string, size int64) (ResizeResult, error) {
 	p, err := volumePath(name)
 	if err != nil {
-		return Volume{}, err
+		return ResizeResult{}, err
 	}
-	var v Volume
-	body := struct {
-		Size int64 `json:"size"`
-	}{size}
-	err = c.do(ctx, http.MethodPost, p+"/resize", body, http.StatusOK, &v)
-	return v, err
+	var r ResizeResult
+	err = c.doStatus(ctx, http.MethodPost, p+"/resize", ResizeRequest{Size: Size(size)}, []int{http.StatusOK, http.StatusAccepted}, &r)
+	return r, err
 }
 
 // Attach calls POST /v1/volumes/{volume}/attachments; mode is ModeRW or
@@ -181,6 +184,16 @@ func (c *Client) Renew(ctx context.Context, volume, node string) (Lease, error) 
 	var l Lease
 	err = c.do(ctx, http.MethodPost, p+"/renew", nil, http.StatusOK, &l)
 	return l, err
+}
+
+// ReportGrown calls POST /v1/volumes/{volume}/attachments/{node}/grown:
+// the holder says what size its device and file system have now.
+func (c *Client) ReportGrown(ctx context.Context, volume, node string, r GrownReport) error {
+	p, err := attachmentPath(volume, node)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, p+"/grown", r, http.StatusNoContent, nil)
 }
 
 // Detach calls DELETE /v1/volumes/{volume}/attachments/{node}.
@@ -322,6 +335,11 @@ func segment(kind, name string) (string, error) {
 // do sends one request and decodes an answer of status want into out
 // (when not nil).
 func (c *Client) do(ctx context.Context, method, path string, body any, want int, out any) error {
+	return c.doStatus(ctx, method, path, body, []int{want}, out)
+}
+
+// doStatus is do with several successful statuses.
+func (c *Client) doStatus(ctx context.Context, method, path string, body any, want []int, out any) error {
 	req, err := c.request(ctx, method, path, body)
 	if err != nil {
 		return err
@@ -331,7 +349,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, want int
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != want {
+	if !slices.Contains(want, resp.StatusCode) {
 		return c.answerError(req, resp)
 	}
 	if out == nil {

@@ -82,8 +82,8 @@ func TestVolumesAndAttachments(t *testing.T) {
 	if v, err = c.CreateVolume(ctx, api.CreateRequest{Name: "clone", From: "v1"}); err != nil || v.Size != 8<<20 || v.From != "v1" {
 		t.Fatalf("clone without a size: %+v %v", v, err)
 	}
-	if v, err = c.ResizeVolume(ctx, "clone", 16<<20); err != nil || v.Size != 16<<20 {
-		t.Fatalf("resize: %+v %v", v, err)
+	if r, err := c.ResizeVolume(ctx, "clone", 16<<20); err != nil || r.Size != 16<<20 || len(r.Pending) != 0 {
+		t.Fatalf("resize: %+v %v", r, err)
 	}
 	if v, err = c.GetVolume(ctx, "v1"); err != nil || v.Name != "v1" || len(v.Attachments) != 0 {
 		t.Fatalf("get: %+v %v", v, err)

@@ -53,6 +53,11 @@ type Attachment struct {
 	// LostWrites: the storage node went down uncleanly while this attachment
 	// could write (see Lease); its flushes fail until it detaches.
 	LostWrites bool `json:"lost_writes,omitempty"`
+	// Grown is the size in bytes the holder last reported its device and
+	// file system to have (GrownReport), 0 when it reported none since the
+	// storage daemon started; GrowError is why it could not grow them.
+	Grown     int64  `json:"grown,omitempty"`
+	GrowError string `json:"grow_error,omitempty"`
 }
 
 // CreateRequest is the body of POST /v1/volumes. Size may be left zero
@@ -130,6 +135,33 @@ type Lease struct {
 	// attachment could write; writes it had not flushed may be gone and its
 	// flushes fail. A kernel device should be failed, not reconnected.
 	LostWrites bool `json:"lost_writes,omitempty"`
+	// Size is the volume's size in bytes. When it is larger than the
+	// holder's device, the volume was resized: the holder grows the device
+	// and the file system on it, then reports (GrownReport).
+	Size int64 `json:"size,omitempty"`
+}
+
+// GrownReport is the body of POST
+// /v1/volumes/{name}/attachments/{node}/grown: the holder's device and
+// file system now have Size bytes, or could not grow (Error says why).
+type GrownReport struct {
+	Size  int64  `json:"size"`
+	Error string `json:"error,omitempty"`
+}
+
+// ResizeResult answers a resize: the volume (200), and when some holder
+// has not grown its device and file system to the new size within the
+// daemon's wait, who and why (202). The image has grown either way.
+type ResizeResult struct {
+	Volume
+	Pending []PendingGrowth `json:"pending,omitempty"`
+}
+
+// PendingGrowth is a holder that has not reported the new size yet.
+type PendingGrowth struct {
+	Node  string `json:"node"`
+	Grown int64  `json:"grown"` // the size it last reported, 0 for none
+	Why   string `json:"why"`
 }
 
 // Health is the answer of GET /healthz.

@@ -55,8 +55,12 @@ type Options struct {
 	MkfsOpts                []string    // nbd: extra mkfs arguments, validated
 	MountOpts               []string    // extra mount options, allowlisted
 	OnRemove                string      // nfs: "delete", "retain" or "archive"
-	Server                  string      // override of the backend's server
-	Export                  string      // nfs: override of the export path
+	Server                  string      // override of the backend's server (nbd: the pool's server to create on)
+	// Location is where this host last saw the volume (the node store's
+	// record, nbd: the pool's server): a hint the backend checks first.
+	// The driver fills it; it is not an option a user gives.
+	Location string
+	Export   string // nfs: override of the export path
 }
 
 // StoredKeys are the options a volume keeps with it, so that every host
@@ -145,6 +149,10 @@ type Volume struct {
 	Name      string
 	CreatedAt time.Time
 	Status    map[string]string // shown by docker volume inspect
+	// Server is where the volume lives when the backend has several
+	// (nbd: the pool's storage server); the driver records it
+	// (Options.Location).
+	Server string
 	// Stored is what the volume keeps of its options (Options.Stored) as
 	// read back from the storage: untrusted input, which the driver
 	// validates as it does Docker's options before any use. Get fills it;
@@ -153,6 +161,22 @@ type Volume struct {
 	// stored, or by the operator command): hosts then use their own.
 	Stored map[string]string
 }
+
+// PartialError is a List that reached some of a backend's servers only:
+// List returns the volumes of the others with it. The driver answers for
+// the volumes it last saw on Servers from its cache. It matches
+// ErrUnavailable.
+type PartialError struct {
+	Servers []string // the servers that did not answer
+	Err     error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("storage servers %s did not answer: %v", strings.Join(e.Servers, ", "), e.Err)
+}
+
+// Unwrap gives Err and ErrUnavailable.
+func (e *PartialError) Unwrap() []error { return []error{e.Err, ErrUnavailable} }
 
 // Mounted is what a backend did to mount a volume on this host. The driver
 // persists it with the mount record and hands it back to Unmount and
