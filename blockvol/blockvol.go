@@ -123,10 +123,11 @@ func (b *Backend) Create(ctx context.Context, name string, o backend.Options) er
 	if err := checkOptions(o); err != nil {
 		return fmt.Errorf("create volume %q: %w", name, err)
 	}
-	if o.Size <= 0 {
+	if o.Size <= 0 && o.FromBackup == "" { // a restore may take the backup's size
 		return fmt.Errorf("create volume %q: size %d: must be more than zero: %w", name, o.Size, backend.ErrInvalid)
 	}
-	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot, Labels: storedLabels(o)}
+	req := api.CreateRequest{Name: name, Size: api.Size(o.Size), From: o.From, FromSnapshot: o.FromSnapshot,
+		FromBackup: o.FromBackup, Labels: storedLabels(o)}
 	m, err := b.pool.create(ctx, req, o.Server)
 	if err != nil {
 		return fmt.Errorf("create volume %q: %w", name, b.mapErr(m, err))

@@ -35,6 +35,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrUnauthorized: the storage daemon refused the API token.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrCorrupt: stored data failed its checksum or is missing (a backup's
+	// chunk, index or manifest); the message names what.
+	ErrCorrupt = errors.New("data corrupt")
 )
 
 // InUseError says why a volume is in use. It matches ErrInUse.

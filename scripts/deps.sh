@@ -6,6 +6,10 @@
 set -euo pipefail
 
 STATICCHECK_VERSION=v0.8.2
+# The S3 server the backup tests run against (internal/s3test.Version):
+# built from source with go install (about 2.5 minutes the first time, then
+# from Go's build cache), since no Debian package serves S3.
+VERSITYGW_VERSION=v1.8.0
 
 # A C compiler for `go test -race` (it needs cgo), the qcow2/NBD oracles,
 # and the e2e environment: node VMs with Debian's kernel (qemu, kernel,
@@ -33,8 +37,10 @@ done
 gobin=$("$go" env GOPATH)/bin
 need_staticcheck=
 command -v staticcheck >/dev/null || [ -x "$gobin/staticcheck" ] || need_staticcheck=1
+need_versitygw=
+command -v versitygw >/dev/null || [ -x "$gobin/versitygw" ] || need_versitygw=1
 
-if [ "${#missing[@]}" -eq 0 ] && [ -z "$need_staticcheck" ]; then
+if [ "${#missing[@]}" -eq 0 ] && [ -z "$need_staticcheck" ] && [ -z "$need_versitygw" ]; then
   exit 0
 fi
 
@@ -60,4 +66,9 @@ fi
 if [ -n "$need_staticcheck" ]; then
   echo "deps: installing staticcheck $STATICCHECK_VERSION into $gobin"
   "$go" install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+if [ -n "$need_versitygw" ]; then
+  echo "deps: building versitygw $VERSITYGW_VERSION into $gobin (the S3 server of the backup tests)"
+  "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi

@@ -24,6 +24,10 @@ import (
 const (
 	maxBody        = 1 << 20 // request bodies, bytes
 	DefaultTimeout = 30 * time.Second
+	// DefaultBackupTimeout bounds the calls that move a volume's data (a
+	// backup, a restore, a verify, a removal's collection); each call to
+	// the backup target has a deadline of its own besides.
+	DefaultBackupTimeout = time.Hour
 )
 
 // API serves the control API v1 over a Service.
@@ -32,8 +36,10 @@ type API struct {
 	token   []byte
 	log     logrus.FieldLogger
 	timeout time.Duration
-	nbdAddr string // answered by GET /healthz
-	mux     *http.ServeMux
+	// longTimeout bounds the calls that move data (longCall).
+	longTimeout time.Duration
+	nbdAddr     string // answered by GET /healthz
+	mux         *http.ServeMux
 	// metricsHandler serves GET /metrics when set (WithMetrics).
 	metricsHandler http.Handler
 }
@@ -65,7 +71,8 @@ func FormatAddr(addr net.Addr) string {
 // NewAPI returns the control API handler. Every call but GET /healthz needs
 // "Authorization: Bearer <token>". log receives one entry per failed call.
 func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOption) *API {
-	a := &API{svc: svc, token: []byte(token), log: log, timeout: DefaultTimeout, mux: http.NewServeMux()}
+	a := &API{svc: svc, token: []byte(token), log: log, timeout: DefaultTimeout, longTimeout: DefaultBackupTimeout,
+		mux: http.NewServeMux()}
 	for _, o := range opts {
 		o(a)
 	}
@@ -88,8 +95,22 @@ func NewAPI(svc *Service, token string, log logrus.FieldLogger, opts ...APIOptio
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/renew", a.renew)
 	a.mux.HandleFunc("POST /v1/volumes/{name}/attachments/{node}/grown", a.grown)
 	a.mux.HandleFunc("DELETE /v1/volumes/{name}/attachments/{node}", a.detach)
+	a.mux.HandleFunc("POST /v1/volumes/{name}/backups", a.createBackup)
+	a.mux.HandleFunc("GET /v1/backups", a.listBackups)
+	a.mux.HandleFunc("GET /v1/backups/{id}", a.getBackup)
+	a.mux.HandleFunc("DELETE /v1/backups/{id}", a.deleteBackup)
+	a.mux.HandleFunc("POST /v1/backups/{id}/verify", a.verifyBackup)
 	a.poolRoutes()
 	return a
+}
+
+// WithBackupTimeout sets the deadline of the calls that move data.
+func WithBackupTimeout(d time.Duration) APIOption {
+	return func(a *API) {
+		if d > 0 {
+			a.longTimeout = d
+		}
+	}
 }
 
 // ServeHTTP checks the token, bounds the body and sets the deadline.
@@ -99,7 +120,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
+	timeout := a.timeout
+	if longCall(r) {
+		// The server's write timeout would cut the answer short.
+		timeout = a.longTimeout
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + time.Minute))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	a.mux.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -183,12 +210,18 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.svc.CreateVolume(r.Context(), req)
+	ctx := r.Context()
+	if req.FromBackup == "" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+	}
+	v, err := a.svc.CreateVolume(ctx, req)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.log.WithFields(logrus.Fields{"volume": v.Name, "size": v.Size, "from": v.From}).Info("volume created")
+	a.log.WithFields(logrus.Fields{"volume": v.Name, "size": v.Size, "from": v.From, "from_backup": req.FromBackup}).Info("volume created")
 	reply(w, http.StatusCreated, v)
 }
 

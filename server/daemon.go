@@ -22,6 +22,7 @@ import (
 	"github.com/netvol/netvol/internal/sockets"
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/server/api"
+	"github.com/netvol/netvol/server/backup"
 )
 
 // DaemonConfig is a whole storage daemon: the Service, the NBD server and
@@ -41,11 +42,24 @@ type DaemonConfig struct {
 	// NBD limits; zero means the nbd.Server default.
 	HandshakeTimeout, ReplyTimeout time.Duration
 	MaxHandshakes, MaxExportConns  int
-	Log                            logrus.FieldLogger // required
+	// BackupTarget is where backups go: file:///path or s3://bucket/prefix
+	// ("" for none: backup calls are refused). S3 is reached at S3's
+	// endpoint and region, with credentials from the environment or the
+	// shared credentials file (never from here).
+	BackupTarget string
+	S3           backup.S3Config
+	// BackupSchedule is the default of volumes that have no schedule of
+	// their own (labels); BackupTimeout bounds a backup or restore call.
+	BackupSchedule Schedule
+	BackupTimeout  time.Duration
+	Log            logrus.FieldLogger // required
 	// Pool placement (Config.Weight, Config.NoNewVolumes).
 	Weight       float64
 	NoNewVolumes bool
 }
+
+// scheduleTick is how often the backup schedule looks for due volumes.
+const scheduleTick = time.Minute
 
 // Daemon is a storage daemon whose listeners are open: clients can connect
 // before Serve runs.
@@ -57,6 +71,7 @@ type Daemon struct {
 	apiSrv *http.Server
 	apiL   net.Listener
 	token  string
+	sched  Schedule
 }
 
 // Run starts a storage daemon and serves until ctx ends or a signal comes.
@@ -88,7 +103,15 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 		return nil, err
 	}
 	log := cfg.Log
-	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log,
+	var engine *backup.Engine
+	if cfg.BackupTarget != "" {
+		tg, err := backup.OpenTarget(cfg.BackupTarget, cfg.S3)
+		if err != nil {
+			return nil, fmt.Errorf("--backup-target: %w", err)
+		}
+		engine = backup.NewEngine(tg, backup.EngineOptions{})
+	}
+	svc, err := Open(Config{DataDir: cfg.DataDir, MaxVolumeSize: cfg.MaxVolumeSize, LeaseTTL: cfg.LeaseTTL, Log: log, Backups: engine,
 		Weight: cfg.Weight, NoNewVolumes: cfg.NoNewVolumes})
 	if err != nil {
 		return nil, err
@@ -104,14 +127,15 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 		svc.Close()
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
-	d := &Daemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token,
+	d := &Daemon{log: log, svc: svc, nbdL: nbdL, apiL: apiL, token: token, sched: cfg.BackupSchedule,
 		nbdSrv: &nbd.Server{Exports: svc, ListExports: cfg.ListExports, Logger: log.WithField("component", "nbd"),
 			HandshakeTimeout: cfg.HandshakeTimeout, MaxHandshakes: cfg.MaxHandshakes,
 			MaxExportConns: cfg.MaxExportConns, ReplyTimeout: cfg.ReplyTimeout},
 	}
-	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)))
+	reg := metrics.NewRegistry(metrics.NewNBDCollector(d.nbdSrv.Stats), metrics.NewDaemonCollector(daemonStats(svc)),
+		metrics.NewBackupCollector(backupMetrics(svc)))
 	d.apiSrv = &http.Server{Handler: NewAPI(svc, token, log.WithField("component", "api"),
-		WithNBDAddr(nbdL.Addr()), WithMetrics(metrics.Handler(reg))),
+		WithNBDAddr(nbdL.Addr()), WithMetrics(metrics.Handler(reg)), WithBackupTimeout(cfg.BackupTimeout)),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	if tlsCfg != nil {
 		d.nbdSrv.TLSConfig, d.nbdSrv.TLSRequired = tlsCfg.Clone(), cfg.TLSRequired
@@ -122,7 +146,8 @@ func Start(cfg DaemonConfig) (*Daemon, error) {
 	}
 	log.WithFields(logrus.Fields{"data": cfg.DataDir, "nbd": nbdL.Addr().String(), "api": apiL.Addr().String(),
 		"tls": tlsCfg != nil, "tls_required": cfg.TLSRequired,
-		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize,
+		"lease_ttl": cfg.LeaseTTL, "max_volume_size": svc.cfg.MaxVolumeSize, "backup_target": targetName(engine),
+		"backup_every": cfg.BackupSchedule.Every, "backup_keep": cfg.BackupSchedule.Keep,
 		"weight": cfg.Weight, "no_new_volumes": cfg.NoNewVolumes}).Info("netvol server started")
 	return d, nil
 }
@@ -159,6 +184,26 @@ func daemonStats(svc *Service) func() (metrics.DaemonStats, error) {
 	}
 }
 
+// targetName names the backup target for the log (no credentials).
+func targetName(e *backup.Engine) string {
+	if e == nil {
+		return ""
+	}
+	return e.Target().String()
+}
+
+// backupMetrics reads the service's backup counts for the metrics.
+func backupMetrics(svc *Service) func() map[string]metrics.VolumeBackups {
+	return func() map[string]metrics.VolumeBackups {
+		out := map[string]metrics.VolumeBackups{}
+		for vol, st := range svc.BackupStats() {
+			out[vol] = metrics.VolumeBackups{LastSuccess: st.LastSuccess, LastData: st.LastData, LastStored: st.LastStored,
+				Successes: st.Successes, Failures: st.Failures}
+		}
+		return out
+	}
+}
+
 // Serve runs both servers until a signal or a listener failure, then shuts
 // down in order: NBD (requests in flight finish), API, images, registry.
 func (d *Daemon) Serve(ctx context.Context) error {
@@ -169,6 +214,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	failed := make(chan error, 2)
+	schedCtx, stopSched := context.WithCancel(ctx)
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		svc.RunBackupSchedule(schedCtx, d.sched, scheduleTick)
+	}()
 	go func() { failed <- fmt.Errorf("nbd: %w", nbdSrv.Serve(nbdL)) }()
 	go func() {
 		if apiSrv.TLSConfig != nil {
@@ -184,6 +235,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	case runErr = <-failed:
 		log.WithError(runErr).Error("a listener failed; shutting down")
 	}
+	stopSched()
+	<-schedDone // a scheduled backup in flight ends (failed: its snapshot merged away)
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error

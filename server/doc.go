@@ -84,6 +84,22 @@
 // does not know, and a layer left open for writing by a merge is
 // recovered at start (its intent log replayed).
 //
+// # Backups
+//
+// backups.go, with package backup for the format, targets and engine
+// (docs/design.md, "Backups"). A run: under the lock, finish a drop an
+// earlier run left, then freeze the volume as hidden snapshot
+// "@backup.<id>"; without the lock, read that layer's chain read-only and
+// store it (only the clusters the layers above the volume's base hold,
+// when the base is in the chain); under the lock again, one transaction
+// makes the run's snapshot the base and records the previous base as
+// being dropped (DropCommit: copy the new layer down into the old base's
+// file, point the new layer's readers at it, FinishCommitDrop, delete the
+// new layer's file; DropMerge: deleteSnapshot). recoverBackups finishes
+// drops and merges away the snapshots of runs cut short at start;
+// TestKillDuringBackup kills the daemon at each step (Config.AtStep) and
+// mid-upload. recoverLayers leaves "@backup." snapshots alone.
+//
 // Clones made before snapshots existed (schema 1) read their source's own
 // image: that source stays immutable for them (read-write attach, renewal
 // and export refused, as issue 12 required) until a snapshot of it, which

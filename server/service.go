@@ -22,6 +22,7 @@ import (
 
 	"github.com/netvol/netvol/nbd"
 	"github.com/netvol/netvol/qcow2"
+	"github.com/netvol/netvol/server/backup"
 	"github.com/netvol/netvol/state"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	// BootID names the storage node's running boot; "" reads the kernel's.
 	// Images left open by another boot may have lost unflushed writes.
 	BootID string
+	// Backups is the backup engine over the daemon's backup target; nil
+	// when it has none (backup calls are refused).
+	Backups *backup.Engine
 	// Weight scales this server's share of new volumes in a pool (GET
 	// /v1/capacity); 0 means 1. NoNewVolumes refuses creates (a server
 	// being drained).
@@ -78,6 +82,7 @@ type Service struct {
 	// knows its NBD connections were closed by a restart and dials again.
 	instance string
 	counts   counters
+	bstats   *backupStats
 	growth   growth // what holders reported about growing (grow.go)
 }
 
@@ -134,12 +139,17 @@ func Open(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, dir: dir, reg: reg, lock: make(chan struct{}, 1),
 		images: map[string]*liveImage{}, exports: map[string]*nbd.Export{}, instance: newToken()[:16],
-		growth: newGrowth()}
+		bstats: newBackupStats(), growth: newGrowth()}
 	if err := s.sweep(); err != nil {
 		reg.Close()
 		return nil, err
 	}
 	if err := s.recoverLayers(); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	if err := s.recoverBackups(); err != nil {
+		s.closeImages()
 		reg.Close()
 		return nil, err
 	}
@@ -195,6 +205,15 @@ func (s *Service) Close() error {
 		e.Revoke()
 		delete(s.exports, name)
 	}
+	errs := []error{s.closeImages()}
+	if err := s.reg.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// closeImages closes every open image.
+func (s *Service) closeImages() error {
 	var errs []error
 	for name, lv := range s.images {
 		if lv.img == nil {
@@ -204,9 +223,6 @@ func (s *Service) Close() error {
 			errs = append(errs, fmt.Errorf("volume %q: %w", name, err))
 		}
 		delete(s.images, name)
-	}
-	if err := s.reg.Close(); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -276,6 +292,9 @@ func (s *Service) checkSize(size int64) error {
 func (s *Service) CreateVolume(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
 	if err := checkVolumeName(req.Name); err != nil {
 		return api.Volume{}, err
+	}
+	if req.FromBackup != "" {
+		return s.restoreVolume(ctx, req)
 	}
 	if req.FromSnapshot != "" && req.From == "" {
 		return api.Volume{}, fmt.Errorf("from_snapshot %q needs from, the volume it is a snapshot of: %w", req.FromSnapshot, state.ErrInvalid)

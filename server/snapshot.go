@@ -516,8 +516,8 @@ func (s *Service) recoverLayers() error {
 	}
 	for _, v := range vols {
 		for _, sn := range v.Snapshots {
-			if !sn.Hidden {
-				continue
+			if !sn.Hidden || backupSnapshot(sn.Name) {
+				continue // backups keep theirs (recoverBackups)
 			}
 			if err := s.dropHidden(v.Name, sn.Name); err != nil {
 				s.cfg.Log.WithError(err).WithFields(logrus.Fields{"volume": v.Name, "snapshot": sn.Name}).

@@ -1,13 +1,11 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -146,47 +144,7 @@ func crashSetup(ctx context.Context, s *Service, fail func(string, error)) *nbd.
 // and returns the steps it printed and whether it finished.
 func runSnapChild(t *testing.T, dir, op, step string) (steps []string, done bool) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run", "^TestSnapshotCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), snapCrashDirEnv+"="+dir, snapCrashOpEnv+"="+op, snapCrashAtEnv+"="+step)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			if name, ok := strings.CutPrefix(line, "step "); ok {
-				steps = append(steps, name)
-			}
-			if line == "done" {
-				done = true
-				cmd.Process.Signal(syscall.SIGKILL)
-			}
-		}
-	}()
-	select {
-	case <-ended:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the child neither finished nor died: %s", stderr.String())
-	}
-	err = cmd.Wait()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the child ended with %v, not killed: %s", err, stderr.String())
-	}
-	return steps, done
+	return runKilledChild(t, "TestSnapshotCrashChild", snapCrashDirEnv+"="+dir, snapCrashOpEnv+"="+op, snapCrashAtEnv+"="+step)
 }
 
 func TestKillAtEachSnapshotStep(t *testing.T) {

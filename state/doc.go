@@ -20,7 +20,7 @@
 //
 //	v1/
 //	  kind          "registry"
-//	  version       migration level, e.g. "3"
+//	  version       migration level, e.g. "4"
 //	  volumes/
 //	    <volume>/
 //	      record        {v, size, file, parent, from_snapshot, template, created, labels}
@@ -33,6 +33,9 @@
 //	                    volume immutable until a snapshot freezes the image)
 //	      snapshots/    (schema 2)
 //	        <snapshot>  {v, file (the frozen layer), created, size, hidden}
+//	      backup        (schema 4) {v, base (hidden snapshot: the last backup's
+//	                    state), last (its backup ID), last_at, dropping (the
+//	                    previous base being merged away), drop_mode}
 //	  exports/
 //	    <export name>   {v, volume, node}  index of attachments by export
 //	  tokens/

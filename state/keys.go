@@ -16,6 +16,7 @@ var (
 	keyChildren    = []byte("children")    // registry: volumes/<name>/children
 	keySnapshots   = []byte("snapshots")   // registry: volumes/<name>/snapshots (schema 2)
 	keyNames       = []byte("names")       // registry: v1/names (pool name claims, schema 3)
+	keyBackup      = []byte("backup")      // registry: volumes/<name>/backup (schema 4)
 
 	keyMounts = []byte("mounts") // node: v1/mounts
 )

@@ -31,6 +31,7 @@ func registrySchema() schema {
 		{version: 1, name: "create volumes, exports and tokens buckets", apply: registryV1},
 		{version: 2, name: "create a snapshots bucket in every volume", apply: registryV2},
 		{version: 3, name: "create names bucket (pool name claims)", apply: registryV3},
+		{version: 4, name: "backup records; hidden snapshots that backups keep", apply: registryV4},
 	}}
 }
 
@@ -58,6 +59,18 @@ func registryV2(tx *bolt.Tx) error {
 // registryV3 adds the pool's name claims (see pool.go).
 func registryV3(tx *bolt.Tx) error {
 	return createBuckets(tx, keyNames)
+}
+
+// registryV4 adds nothing to existing volumes (none has a backup record
+// yet: BackupState reads as zero). The version itself is the point: a
+// daemon of schema 3 would merge away the hidden snapshots a backup
+// keeps as its base (it takes every hidden snapshot without clones for
+// an abandoned one), so it must refuse this registry.
+func registryV4(tx *bolt.Tx) error {
+	if tx.Bucket(keyV1).Bucket(keyVolumes) == nil {
+		return fmt.Errorf("no %s bucket", keyVolumes)
+	}
+	return nil
 }
 
 func nodeV1(tx *bolt.Tx) error {

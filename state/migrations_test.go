@@ -16,6 +16,7 @@ func migrationTests() map[string]func(*testing.T) {
 		"registry/1": testRegistryV1,
 		"registry/2": testRegistryV2,
 		"registry/3": testRegistryV3,
+		"registry/4": testRegistryV4,
 		"node/1":     testNodeV1,
 	}
 }
@@ -113,6 +114,41 @@ func testRegistryV3(t *testing.T) {
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
 }
 
+// testRegistryV4: volumes of schema 3 keep their snapshots and read as
+// having no backup record.
+func testRegistryV4(t *testing.T) {
+	db := rawDB(t, registrySchema(), 3)
+	must(t, db.Update(func(tx *bolt.Tx) error {
+		vols := tx.Bucket(keyV1).Bucket(keyVolumes)
+		b, err := vols.CreateBucket([]byte("v"))
+		if err != nil {
+			return err
+		}
+		for _, sub := range [][]byte{keyAttachments, keyChildren, keySnapshots} {
+			if _, err := b.CreateBucket(sub); err != nil {
+				return err
+			}
+		}
+		if err := putJSON(b.Bucket(keySnapshots), []byte("s1"), snapshotRecord{V: 1, File: "v.qcow2"}); err != nil {
+			return err
+		}
+		return putJSON(b, keyRecord, newVolumeRecord(Volume{Name: "v", File: "v.1.qcow2"}))
+	}))
+	must(t, db.Update(registryV4))
+	must(t, db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v"))
+		v, err := readVolume(b, "v")
+		if err != nil || len(v.Snapshots) != 1 {
+			return fmt.Errorf("volume after migration: %+v, %v", v, err)
+		}
+		bs, err := readBackup(b, "v")
+		if err != nil || bs != (BackupState{}) {
+			return fmt.Errorf("backup record after migration: %+v, %v", bs, err)
+		}
+		return nil
+	}))
+}
+
 func testNodeV1(t *testing.T) {
 	db := rawDB(t, nodeSchema(), 0)
 	must(t, db.Update(nodeV1))
@@ -206,8 +242,8 @@ func TestFreshDatabaseIsAtLatest(t *testing.T) {
 	}
 }
 
-// A registry of schema 1 with a volume goes through 2 (snapshots) and 3
-// (the pool's name claims) in order when opened.
+// A registry of schema 1 with a volume goes through 2 (snapshots), 3
+// (the pool's name claims) and 4 (backup records) in order when opened.
 func TestRegistryMigratesInOrder(t *testing.T) {
 	s := registrySchema()
 	db := rawDB(t, s, 1)
@@ -224,13 +260,18 @@ func TestRegistryMigratesInOrder(t *testing.T) {
 		return putJSON(b, keyRecord, newVolumeRecord(Volume{Name: "v", File: "v.qcow2"}))
 	}))
 	must(t, migrate(db, s))
-	if got := dbVersion(t, db, s); got != 3 {
-		t.Fatalf("version %d, want 3", got)
+	if got := dbVersion(t, db, s); got != 4 {
+		t.Fatalf("version %d, want 4", got)
 	}
 	hasBuckets(t, db, keyVolumes, keyExports, keyTokens, keyNames)
 	must(t, db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v")).Bucket(keySnapshots) == nil {
 			return errors.New("the volume has no snapshots bucket")
+		}
+		b := tx.Bucket(keyV1).Bucket(keyVolumes).Bucket([]byte("v"))
+		bs, err := readBackup(b, "v")
+		if err != nil || bs != (BackupState{}) {
+			return fmt.Errorf("backup record after migration: %+v, %v", bs, err)
 		}
 		return nil
 	}))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/netvol/netvol/internal/names"
 	"github.com/netvol/netvol/internal/units"
@@ -25,6 +26,9 @@ var optionTypes = map[string][]string{
 	"size":          {backend.TypeNBD},
 	"from":          {backend.TypeNBD},
 	"from-snapshot": {backend.TypeNBD},
+	"from-backup":   {backend.TypeNBD},
+	"backup-every":  {backend.TypeNBD},
+	"backup-keep":   {backend.TypeNBD},
 	"uid":           {backend.TypeNFS, backend.TypeNBD},
 	"gid":           {backend.TypeNFS, backend.TypeNBD},
 	"mode":          {backend.TypeNFS, backend.TypeNBD},
@@ -63,15 +67,18 @@ var optionParsers = map[string]func(v string, o *backend.Options) error{
 		}
 		return nil
 	},
-	"uid":        func(v string, o *backend.Options) error { return parseID("uid", v, &o.UID) },
-	"gid":        func(v string, o *backend.Options) error { return parseID("gid", v, &o.GID) },
-	"mode":       parseMode,
-	"fs":         parseFS,
-	"mkfs-opts":  func(v string, o *backend.Options) error { o.MkfsOpts = strings.Fields(v); return nil },
-	"mount-opts": parseMountOpts,
-	"on-remove":  parseOnRemove,
-	"server":     parseServer,
-	"export":     parseExport,
+	"from-backup":  parseFromBackup,
+	"backup-every": parseBackupEvery,
+	"backup-keep":  parseBackupKeep,
+	"uid":          func(v string, o *backend.Options) error { return parseID("uid", v, &o.UID) },
+	"gid":          func(v string, o *backend.Options) error { return parseID("gid", v, &o.GID) },
+	"mode":         parseMode,
+	"fs":           parseFS,
+	"mkfs-opts":    func(v string, o *backend.Options) error { o.MkfsOpts = strings.Fields(v); return nil },
+	"mount-opts":   parseMountOpts,
+	"on-remove":    parseOnRemove,
+	"server":       parseServer,
+	"export":       parseExport,
 }
 
 // ParseOptions checks Docker's options against the allowlist and parses
@@ -97,8 +104,11 @@ func ParseOptions(raw map[string]string, defaultType string, defaultSize int64) 
 	if p.Options.FromSnapshot != "" && p.Options.From == "" {
 		return Parsed{}, fmt.Errorf("option from-snapshot=%q needs from=VOLUME, the volume it is a snapshot of: %w", p.Options.FromSnapshot, backend.ErrInvalid)
 	}
+	if p.Options.FromBackup != "" && p.Options.From != "" {
+		return Parsed{}, fmt.Errorf("options from-backup and from: give one (a restore or a clone): %w", backend.ErrInvalid)
+	}
 	if p.Type == backend.TypeNBD {
-		if p.Options.Size == 0 {
+		if p.Options.Size == 0 && p.Options.FromBackup == "" { // a restore: the backup's size
 			p.Options.Size = defaultSize
 		}
 		if p.Options.FS == "" {
@@ -123,6 +133,36 @@ func parseOption(typ, k, v string, o *backend.Options) error {
 	if parse := optionParsers[k]; parse != nil {
 		return parse(v, o)
 	}
+	return nil
+}
+
+// backupIDRe is the shape of a backup ID: VOLUME.TIME.RANDOM (the
+// storage daemon checks it whole).
+var backupIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\.[0-9]{8}T[0-9]{6}Z\.[0-9a-f]{8}$`)
+
+func parseFromBackup(v string, o *backend.Options) error {
+	if !backupIDRe.MatchString(v) {
+		return fmt.Errorf("option from-backup=%q: want a backup ID, VOLUME.TIME.RANDOM (netvol volume backup ls lists them): %w", v, backend.ErrInvalid)
+	}
+	o.FromBackup = v
+	return nil
+}
+
+func parseBackupEvery(v string, o *backend.Options) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Minute {
+		return fmt.Errorf("option backup-every=%q: want a duration of a minute or more, such as 1h or 30m: %w", v, backend.ErrInvalid)
+	}
+	o.BackupEvery = v
+	return nil
+}
+
+func parseBackupKeep(v string, o *backend.Options) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100000 {
+		return fmt.Errorf("option backup-keep=%q: want a number of backups, 1 or more: %w", v, backend.ErrInvalid)
+	}
+	o.BackupKeep = v
 	return nil
 }
 

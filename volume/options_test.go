@@ -57,7 +57,7 @@ func FuzzParseOptions(f *testing.F) {
 			t.Fatalf("export %q", o.Export)
 		case strings.ContainsAny(o.Server, "/ ;$`"):
 			t.Fatalf("server %q", o.Server)
-		case p.Type == backend.TypeNBD && o.Size <= 0:
+		case p.Type == backend.TypeNBD && o.Size <= 0 && o.FromBackup == "":
 			t.Fatalf("size %d", o.Size)
 		}
 	})
@@ -69,10 +69,36 @@ func TestParseOptionsFromSnapshot(t *testing.T) {
 		t.Fatalf("%+v %v", p, err)
 	}
 	for raw, want := range map[string]map[string]string{
-		"needs from=VOLUME":       {"from-snapshot": "nightly"},
-		"snapshot name":           {"from": "db", "from-snapshot": "../x"},
-		"only to nbd":             {"type": "nfs", "from-snapshot": "x"},
-		"from, from-snapshot, fs": {"from_snapshot": "x"},
+		"needs from=VOLUME":                    {"from-snapshot": "nightly"},
+		"snapshot name":                        {"from": "db", "from-snapshot": "../x"},
+		"only to nbd":                          {"type": "nfs", "from-snapshot": "x"},
+		"from, from-backup, from-snapshot, fs": {"from_snapshot": "x"},
+	} {
+		if _, err := ParseOptions(want, "nbd", 1); err == nil || !strings.Contains(err.Error(), raw) {
+			t.Errorf("ParseOptions(%v) = %v, want an error saying %q", want, err, raw)
+		}
+	}
+}
+
+// -o from-backup=ID restores a backup (of its own size unless size is
+// given); -o backup-every and -o backup-keep schedule backups and travel
+// with the volume (stored options).
+func TestParseOptionsBackups(t *testing.T) {
+	id := "db.20260101T120000Z.0123abcd"
+	p, err := ParseOptions(map[string]string{"from-backup": id, "backup-every": "1h", "backup-keep": "24"}, "nbd", 1<<30)
+	if err != nil || p.Options.FromBackup != id || p.Options.Size != 0 {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if st := p.Options.Stored(); st["backup-every"] != "1h" || st["backup-keep"] != "24" {
+		t.Fatalf("stored %v", st)
+	}
+	for raw, want := range map[string]map[string]string{
+		"want a backup ID":  {"from-backup": "../x"},
+		"give one":          {"from-backup": id, "from": "db"},
+		"a minute or more":  {"backup-every": "1s"},
+		"number of backups": {"backup-keep": "0"},
+		"only to nbd":       {"type": "nfs", "backup-every": "1h"},
+		"want a duration":   {"backup-every": "hourly"},
 	} {
 		if _, err := ParseOptions(want, "nbd", 1); err == nil || !strings.Contains(err.Error(), raw) {
 			t.Errorf("ParseOptions(%v) = %v, want an error saying %q", want, err, raw)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -48,7 +49,9 @@ func runEmbedded(ctx context.Context, f pluginFlags, nbdListen, apiListen string
 	defer stop()
 	data := filepath.Join(f.stateDir, "server")
 	d, err := startServer(serverFlags{data: data, nbdListen: nbdListen, apiListen: apiListen,
-		tokenFile: filepath.Join(data, "token"), maxSize: envOr("NETVOL_MAX_VOLUME_SIZE", defaultMaxVolumeSize), logLevel: f.logLevel, leaseTTL: server.DefaultLeaseTTL, weight: 1})
+		tokenFile: filepath.Join(data, "token"), maxSize: envOr("NETVOL_MAX_VOLUME_SIZE", defaultMaxVolumeSize), logLevel: f.logLevel, leaseTTL: server.DefaultLeaseTTL, weight: 1,
+		backupTarget: os.Getenv("NETVOL_BACKUP_TARGET"), s3Endpoint: os.Getenv("NETVOL_S3_ENDPOINT"),
+		backupEvery: envDuration("NETVOL_BACKUP_EVERY", 0), backupKeep: envIntOr("NETVOL_BACKUP_KEEP", 0)})
 	if err != nil {
 		return err
 	}

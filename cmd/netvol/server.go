@@ -13,6 +13,7 @@ import (
 
 	"github.com/netvol/netvol/server"
 	"github.com/netvol/netvol/server/api"
+	"github.com/netvol/netvol/server/backup"
 )
 
 // defaultMaxVolumeSize is the largest volume a storage daemon accepts by
@@ -28,6 +29,10 @@ type serverFlags struct {
 	// NBD limits; zero means the nbd.Server default.
 	handshakeTimeout, replyTimeout time.Duration
 	maxHandshakes, maxExportConns  int
+	// Backups: the target URL, the S3 endpoint, the default schedule.
+	backupTarget, s3Endpoint string
+	backupEvery              time.Duration
+	backupKeep               int
 	// Pool placement: a share of new volumes, or none (draining).
 	weight       float64
 	noNewVolumes bool
@@ -67,10 +72,23 @@ loopback or a trusted network.`,
 	fl.IntVar(&f.maxHandshakes, "nbd-max-handshakes", envIntOr("NETVOL_NBD_MAX_HANDSHAKES", 64), "NBD connections in the handshake at once; more wait to be accepted [NETVOL_NBD_MAX_HANDSHAKES]")
 	fl.IntVar(&f.maxExportConns, "nbd-max-export-conns", envIntOr("NETVOL_NBD_MAX_EXPORT_CONNS", 16), "NBD connections to one export at once; more are refused [NETVOL_NBD_MAX_EXPORT_CONNS]")
 	fl.DurationVar(&f.replyTimeout, "nbd-reply-timeout", envDuration("NETVOL_NBD_REPLY_TIMEOUT", 2*time.Minute), "time an NBD reply may take to go out before the connection is closed [NETVOL_NBD_REPLY_TIMEOUT]")
+	addBackupFlags(cmd, &f)
 	fl.StringVar(&f.logLevel, "log-level", envOr("NETVOL_LOG_LEVEL", "info"), "debug, info, warn or error [NETVOL_LOG_LEVEL]")
 	fl.Float64Var(&f.weight, "weight", envFloatOr("NETVOL_WEIGHT", 1), "in a pool of servers, scales this server's share of new volumes (placement weighs free space by it) [NETVOL_WEIGHT]")
 	fl.BoolVar(&f.noNewVolumes, "no-new-volumes", envBool("NETVOL_NO_NEW_VOLUMES"), "refuse new volumes (a server being drained: placement skips it) [NETVOL_NO_NEW_VOLUMES]")
 	return cmd
+}
+
+// addBackupFlags adds the backup target and the default schedule. S3
+// credentials are never flags: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+// (or AWS_SHARED_CREDENTIALS_FILE) and AWS_REGION come from the
+// environment.
+func addBackupFlags(cmd *cobra.Command, f *serverFlags) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.backupTarget, "backup-target", os.Getenv("NETVOL_BACKUP_TARGET"), "where backups go: file:///path or s3://bucket/prefix (S3 credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_SHARED_CREDENTIALS_FILE; region AWS_REGION) [NETVOL_BACKUP_TARGET]")
+	fl.StringVar(&f.s3Endpoint, "s3-endpoint", os.Getenv("NETVOL_S3_ENDPOINT"), "S3 endpoint of an s3:// backup target, http(s)://host:port (default AWS) [NETVOL_S3_ENDPOINT]")
+	fl.DurationVar(&f.backupEvery, "backup-every", envDuration("NETVOL_BACKUP_EVERY", 0), "back up every volume this often unless its label netvol.backup-every says otherwise; 0: only volumes that ask [NETVOL_BACKUP_EVERY]")
+	fl.IntVar(&f.backupKeep, "backup-keep", envIntOr("NETVOL_BACKUP_KEEP", 0), "keep this many newest backups of a scheduled volume unless its label netvol.backup-keep says otherwise; 0 keeps all [NETVOL_BACKUP_KEEP]")
 }
 
 // envOr returns the environment's value of key, or def when it is unset or
@@ -121,7 +139,9 @@ func startServer(f serverFlags) (*server.Daemon, error) {
 		TLSCert: f.tlsCert, TLSKey: f.tlsKey, TLSRequired: f.tlsRequired,
 		HandshakeTimeout: f.handshakeTimeout, ReplyTimeout: f.replyTimeout,
 		MaxHandshakes: f.maxHandshakes, MaxExportConns: f.maxExportConns, Log: log,
-		Weight: f.weight, NoNewVolumes: f.noNewVolumes})
+		BackupTarget: f.backupTarget, S3: backup.S3Config{Endpoint: f.s3Endpoint, Region: os.Getenv("AWS_REGION")},
+		BackupSchedule: server.Schedule{Every: f.backupEvery, Keep: f.backupKeep},
+		Weight:         f.weight, NoNewVolumes: f.noNewVolumes})
 }
 
 func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
@@ -149,6 +169,14 @@ func checkServerFlags(f *serverFlags) (*logrus.Logger, int64, error) {
 	}
 	if !(f.weight > 0 && f.weight <= 1e6) {
 		return nil, 0, fmt.Errorf("--weight %v: want a number above 0 (1 is the default share), at most 1e6", f.weight)
+	}
+	switch {
+	case f.backupEvery < 0:
+		return nil, 0, fmt.Errorf("--backup-every %s: must not be negative", f.backupEvery)
+	case f.backupKeep < 0:
+		return nil, 0, fmt.Errorf("--backup-keep %d: must not be negative", f.backupKeep)
+	case (f.backupEvery > 0 || f.s3Endpoint != "") && f.backupTarget == "":
+		return nil, 0, errors.New("--backup-every and --s3-endpoint need --backup-target (NETVOL_BACKUP_TARGET)")
 	}
 	switch {
 	case f.tlsCert == "" && f.tlsKey != "":

@@ -40,7 +40,8 @@ there is one (its address and token under <state-dir>/server).`,
 	pf.BoolVar(&v.json, "json", false, "print JSON instead of a table")
 	pf.DurationVar(&v.timeout, "timeout", 30*time.Second, "give up on the servers after this long (move: give more for big volumes)")
 	cmd.AddCommand(v.lsCommand(), v.inspectCommand(), v.createCommand(defs), v.cloneCommand(),
-		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(), v.moveCommand())
+		v.resizeCommand(), v.rmCommand(), v.snapshotCommand(), v.rollbackCommand(), v.moveCommand(),
+		v.backupCommand(), v.restoreCommand())
 	return cmd
 }
 
@@ -158,6 +159,83 @@ volume back to one with netvol volume rollback.`,
 		},
 	})
 	return cmd
+}
+
+// longTimeout is the --timeout of the commands that move a volume's data
+// when the flag is not given.
+const longTimeout = time.Hour
+
+// long returns the logic of a command that moves data: its deadline is
+// an hour unless --timeout was given.
+func (v *volumeCmd) long(cmd *cobra.Command) *opcmd.Volumes {
+	ops := v.ops(cmd)
+	if f := cmd.Flag("timeout"); f == nil || !f.Changed {
+		ops.Timeout = longTimeout
+	}
+	return ops
+}
+
+func (v *volumeCmd) backupCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Back nbd volumes up off the storage node, list, verify and remove backups",
+		Long: `A backup holds an nbd volume's data as it was at a snapshot (crash-consistent,
+also while the volume is attached and written), on the storage daemon's backup
+target (--backup-target: a directory or an S3 bucket). The first backup of a
+volume reads it all; later ones read only the clusters changed since, yet
+every backup restores on its own (netvol volume restore), on any storage
+daemon that sees the same target. Identical data is stored once.
+
+These commands wait for the daemon as long as the work takes: up to an hour
+unless --timeout says otherwise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "create VOLUME",
+		Short: "Back VOLUME up (also while it is attached); prints the backup's ID",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return v.long(cmd).BackupCreate(cmd.Context(), args[0]) },
+	}, &cobra.Command{
+		Use:     "ls [VOLUME]",
+		Aliases: []string{"list"},
+		Short:   "List the complete backups on the target: ID VOLUME CREATED SIZE DATA STORED PARENT",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vol := ""
+			if len(args) == 1 {
+				vol = args[0]
+			}
+			return v.ops(cmd).BackupLs(cmd.Context(), vol)
+		},
+	}, &cobra.Command{
+		Use:     "rm ID",
+		Aliases: []string{"remove"},
+		Short:   "Remove a backup and the chunks no other backup holds (the others stay whole)",
+		Args:    cobra.ExactArgs(1),
+		RunE:    func(cmd *cobra.Command, args []string) error { return v.long(cmd).BackupRm(cmd.Context(), args[0]) },
+	}, &cobra.Command{
+		Use:   "verify ID",
+		Short: "Read every chunk of a backup back and check its checksum; names the first bad one",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return v.long(cmd).BackupVerify(cmd.Context(), args[0]) },
+	})
+	return cmd
+}
+
+func (v *volumeCmd) restoreCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restore ID NAME",
+		Short: "Restore backup ID as a new nbd volume NAME (on any storage daemon that sees the target)",
+		Long: `Restore a backup as a new nbd volume NAME, of the backup's size, with the
+volume's stored options (labels). Every chunk is checked against its checksum
+first: a restore fails naming the chunk rather than making a wrong volume.
+Waits up to an hour unless --timeout says otherwise.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return v.long(cmd).Restore(cmd.Context(), args[0], args[1])
+		},
+	}
 }
 
 func (v *volumeCmd) rollbackCommand() *cobra.Command {

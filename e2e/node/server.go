@@ -31,11 +31,18 @@ type NetvolServer struct {
 // extra flags are appended (e.g. "--lease-ttl", "5s").
 func StartNetvolServer(t testing.TB, extra ...string) *NetvolServer {
 	t.Helper()
+	return startNetvolServer(t, nil, extra...)
+}
+
+// startNetvolServer starts netvol server behind the command prefix (none,
+// or env(1) and variables: StartNetvolServerEnv).
+func startNetvolServer(t testing.TB, prefix []string, extra ...string) *NetvolServer {
+	t.Helper()
 	dir := t.TempDir()
 	s := &NetvolServer{NBDPort: FreePort(t), APIPort: FreePort(t), DataDir: filepath.Join(dir, "data"),
 		TokenFile: filepath.Join(dir, "token"), owner: t}
-	s.args = append([]string{NetvolBinary(t), "server", "--data", s.DataDir, "--token-file", s.TokenFile,
-		"--nbd-listen", fmt.Sprintf("127.0.0.1:%d", s.NBDPort), "--api-listen", fmt.Sprintf("127.0.0.1:%d", s.APIPort)}, extra...)
+	s.args = append(append(prefix, NetvolBinary(t), "server", "--data", s.DataDir, "--token-file", s.TokenFile,
+		"--nbd-listen", fmt.Sprintf("127.0.0.1:%d", s.NBDPort), "--api-listen", fmt.Sprintf("127.0.0.1:%d", s.APIPort)), extra...)
 	s.start(t, filepath.Join(dir, "server.log"))
 	tok, err := os.ReadFile(s.TokenFile)
 	if err != nil {

@@ -23,6 +23,13 @@ type blockStore interface {
 	// server it lives on), for the calls that concern one volume:
 	// snapshots, rollback, resize.
 	holder(ctx context.Context, name string) (nbdStore, error)
+	// backupDaemon is the storage daemon asked about the backup target
+	// (list, remove, verify): in a pool, the first --server (the servers
+	// of a pool share one backup target).
+	backupDaemon() (nbdStore, error)
+	// restore creates a volume of a backup, placed as a create is.
+	restore(ctx context.Context, req api.CreateRequest) (api.Volume, error)
+	fail(what string, err error) error
 }
 
 var (
@@ -112,6 +119,23 @@ func (s poolStore) holder(ctx context.Context, name string) (nbdStore, error) {
 		return nbdStore{}, fmt.Errorf("storage server %s: not an API client", srv)
 	}
 	return nbdStore{api: c, server: srv}, nil
+}
+
+func (s poolStore) backupDaemon() (nbdStore, error) {
+	srv := s.p.Servers()[0]
+	c, ok := s.p.API(srv).(*api.Client)
+	if !ok {
+		return nbdStore{}, fmt.Errorf("storage server %s: not an API client", srv)
+	}
+	return nbdStore{api: c, server: srv}, nil
+}
+
+func (s poolStore) restore(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
+	srv, err := s.p.Create(ctx, req, "")
+	if err != nil {
+		return api.Volume{}, err
+	}
+	return s.p.API(srv).GetVolume(ctx, req.Name)
 }
 
 func (s poolStore) fail(what string, err error) error {

@@ -100,6 +100,10 @@ func (s nbdStore) Remove(ctx context.Context, name string) error {
 
 // holder is the daemon that holds name: this one.
 func (s nbdStore) holder(context.Context, string) (nbdStore, error) { return s, nil }
+func (s nbdStore) backupDaemon() (nbdStore, error)                  { return s, nil }
+func (s nbdStore) restore(ctx context.Context, req api.CreateRequest) (api.Volume, error) {
+	return s.api.CreateVolume(ctx, req)
+}
 
 // Resize grows a volume to size bytes; pending are the holders that have
 // not grown their device and file system yet.

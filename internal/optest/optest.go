@@ -34,7 +34,14 @@ type Daemon struct {
 // StartDaemon starts a Daemon that lasts as long as the test.
 func StartDaemon(t *testing.T) *Daemon {
 	t.Helper()
-	svc, err := server.Open(server.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 40})
+	return StartDaemonConfig(t, server.Config{DataDir: t.TempDir(), MaxVolumeSize: 1 << 40})
+}
+
+// StartDaemonConfig starts a Daemon on a service of cfg (a backup target,
+// say).
+func StartDaemonConfig(t *testing.T, cfg server.Config) *Daemon {
+	t.Helper()
+	svc, err := server.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -251,6 +251,64 @@ func (c *Client) Rollback(ctx context.Context, volume, snapshot string) (Volume,
 	return v, err
 }
 
+// CreateBackup calls POST /v1/volumes/{volume}/backups. It takes as long
+// as the backup: give a context with room for it.
+func (c *Client) CreateBackup(ctx context.Context, volume string) (Backup, error) {
+	p, err := volumePath(volume)
+	if err != nil {
+		return Backup{}, err
+	}
+	var b Backup
+	err = c.do(ctx, http.MethodPost, p+"/backups", struct{}{}, http.StatusCreated, &b)
+	return b, err
+}
+
+// ListBackups calls GET /v1/backups?volume=, every volume's for "".
+func (c *Client) ListBackups(ctx context.Context, volume string) ([]Backup, error) {
+	p := "/v1/backups"
+	if volume != "" {
+		if _, err := segment("volume", volume); err != nil {
+			return nil, err
+		}
+		p += "?volume=" + url.QueryEscape(volume)
+	}
+	var list []Backup
+	err := c.do(ctx, http.MethodGet, p, nil, http.StatusOK, &list)
+	return list, err
+}
+
+// GetBackup calls GET /v1/backups/{id}.
+func (c *Client) GetBackup(ctx context.Context, id string) (Backup, error) {
+	seg, err := segment("backup", id)
+	if err != nil {
+		return Backup{}, err
+	}
+	var b Backup
+	err = c.do(ctx, http.MethodGet, "/v1/backups/"+seg, nil, http.StatusOK, &b)
+	return b, err
+}
+
+// DeleteBackup calls DELETE /v1/backups/{id}.
+func (c *Client) DeleteBackup(ctx context.Context, id string) error {
+	seg, err := segment("backup", id)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodDelete, "/v1/backups/"+seg, nil, http.StatusNoContent, nil)
+}
+
+// VerifyBackup calls POST /v1/backups/{id}/verify: the daemon reads every
+// chunk back. An ErrCorrupt answer names the first bad chunk.
+func (c *Client) VerifyBackup(ctx context.Context, id string) (BackupVerify, error) {
+	seg, err := segment("backup", id)
+	if err != nil {
+		return BackupVerify{}, err
+	}
+	var v BackupVerify
+	err = c.do(ctx, http.MethodPost, "/v1/backups/"+seg+"/verify", struct{}{}, http.StatusOK, &v)
+	return v, err
+}
+
 func volumePath(name string) (string, error) {
 	seg, err := segment("volume", name)
 	return "/v1/volumes/" + seg, err

@@ -26,6 +26,7 @@ const (
 	CodeConflict     = "conflict"
 	CodeInvalid      = "invalid"
 	CodeUnauthorized = "unauthorized"
+	CodeCorrupt      = "corrupt"
 	CodeInternal     = "internal"
 )
 
@@ -42,6 +43,7 @@ var kinds = []struct {
 	{CodeConflict, http.StatusConflict, errdefs.ErrHeld},
 	{CodeInUse, http.StatusConflict, errdefs.ErrInUse},
 	{CodeInvalid, http.StatusBadRequest, errdefs.ErrInvalid},
+	{CodeCorrupt, http.StatusUnprocessableEntity, errdefs.ErrCorrupt},
 }
 
 // CodeOf maps an error to its HTTP status and API code. It is the only

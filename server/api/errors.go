@@ -18,6 +18,7 @@ var (
 	ErrConflict     = errdefs.ErrHeld
 	ErrInvalid      = errdefs.ErrInvalid
 	ErrUnauthorized = errdefs.ErrUnauthorized
+	ErrCorrupt      = errdefs.ErrCorrupt
 	ErrUnavailable  = errdefs.ErrUnavailable
 )
 

@@ -69,6 +69,36 @@ type CreateRequest struct {
 	// FromSnapshot clones a snapshot of From instead of From as it is.
 	FromSnapshot string            `json:"from_snapshot,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
+	// FromBackup restores a backup (its ID) as the new volume, of the
+	// backup's size unless Size is larger. Not with From.
+	FromBackup string `json:"from_backup,omitempty"`
+}
+
+// Backup is a complete backup of a volume on the storage daemon's backup
+// target: the volume's data as it was at a snapshot (crash-consistent).
+type Backup struct {
+	ID        string    `json:"id"`
+	Volume    string    `json:"volume"`
+	Snapshot  string    `json:"snapshot"` // the (hidden) snapshot it was read from
+	CreatedAt time.Time `json:"created_at"`
+	Size      int64     `json:"size"` // the volume's
+	// StoredBytes is what this backup added to the target (new chunks and
+	// its index); DataBytes the volume's data it holds (clusters that are
+	// not all zeros), shared with other backups through content addressing.
+	StoredBytes int64 `json:"stored_bytes"`
+	DataBytes   int64 `json:"data_bytes"`
+	Chunks      int64 `json:"chunks"`
+	// Parent is the backup this one is incremental to ("" for a full one).
+	// Every backup restores on its own; none depends on its parent.
+	Parent string `json:"parent"`
+}
+
+// BackupVerify answers POST /v1/backups/{id}/verify: every chunk was
+// read back and matched its checksum.
+type BackupVerify struct {
+	ID     string `json:"id"`
+	Chunks int64  `json:"chunks"`
+	Bytes  int64  `json:"bytes"`
 }
 
 // AttachRequest is the body of POST /v1/volumes/{name}/attachments.

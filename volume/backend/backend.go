@@ -42,13 +42,20 @@ type Options struct {
 	From string // nbd: clone this template or volume
 	// FromSnapshot: nbd: clone this snapshot of From instead of From as it is.
 	FromSnapshot string
-	UID, GID     int         // owner of the volume root; -1 leaves it
-	Mode         fs.FileMode // permission bits of the volume root; 0 leaves it
-	FS           string      // nbd: file system, "ext4"
-	MkfsOpts     []string    // nbd: extra mkfs arguments, validated
-	MountOpts    []string    // extra mount options, allowlisted
-	OnRemove     string      // nfs: "delete", "retain" or "archive"
-	Server       string      // override of the backend's server (nbd: the pool's server to create on)
+	// FromBackup: nbd: restore this backup (its ID) as the new volume, of
+	// the backup's size unless Size is given.
+	FromBackup string
+	// BackupEvery, BackupKeep: nbd: the storage daemon backs the volume up
+	// this often (a duration such as "1h") and keeps this many newest
+	// backups; stored with the volume (labels), validated by the driver.
+	BackupEvery, BackupKeep string
+	UID, GID                int         // owner of the volume root; -1 leaves it
+	Mode                    fs.FileMode // permission bits of the volume root; 0 leaves it
+	FS                      string      // nbd: file system, "ext4"
+	MkfsOpts                []string    // nbd: extra mkfs arguments, validated
+	MountOpts               []string    // extra mount options, allowlisted
+	OnRemove                string      // nfs: "delete", "retain" or "archive"
+	Server                  string      // override of the backend's server (nbd: the pool's server to create on)
 	// Location is where this host last saw the volume (the node store's
 	// record, nbd: the pool's server): a hint the backend checks first.
 	// The driver fills it; it is not an option a user gives.
@@ -59,7 +66,7 @@ type Options struct {
 // StoredKeys are the options a volume keeps with it, so that every host
 // mounts, owns and removes it alike: in Docker's option syntax, as Stored
 // writes them.
-var StoredKeys = []string{"uid", "gid", "mode", "fs", "mkfs-opts", "mount-opts", "on-remove"}
+var StoredKeys = []string{"uid", "gid", "mode", "fs", "mkfs-opts", "mount-opts", "on-remove", "backup-every", "backup-keep"}
 
 // Stored returns the options of o that travel with the volume (StoredKeys)
 // in Docker's option syntax, nil when there are none. A backend keeps them
@@ -88,6 +95,12 @@ func (o Options) Stored() map[string]string {
 	}
 	if o.OnRemove != "" {
 		m["on-remove"] = o.OnRemove
+	}
+	if o.BackupEvery != "" {
+		m["backup-every"] = o.BackupEvery
+	}
+	if o.BackupKeep != "" {
+		m["backup-keep"] = o.BackupKeep
 	}
 	if len(m) == 0 {
 		return nil
