@@ -25,12 +25,13 @@ import (
 // growWriter is a container script on a 256 MiB volume at /v: it writes
 // 256 KiB chunks with fsync, about 20 a second, until /v/stop appears (the
 // resize runs meanwhile), 400 (100 MiB) at most, and records their
-// checksums, waits until df shows the file
+// checksums (renamed into place complete: the test waits for the name),
+// waits until df shows the file
 // system grown past 900 MiB and records that, then writes 300 MiB more,
 // which a 256 MiB file system cannot hold, and says WROTE.
 const growWriter = `df -k /v | awk "NR==2{print \$2}" > /v/df-before
 n=0; while [ ! -e /v/stop ] && [ $n -lt 400 ]; do dd if=/dev/urandom of=/v/chunk.$n bs=256k count=1 conv=fsync 2>/dev/null; n=$((n+1)); sleep 0.05; done
-cd /v && md5sum chunk.* > /v/sums && sync
+cd /v && md5sum chunk.* > /v/sums.tmp && sync && mv /v/sums.tmp /v/sums && sync
 until [ "$(df -k /v | awk "NR==2{print \$2}")" -gt 900000 ]; do sleep 0.2; done
 df -k /v | awk "NR==2{print \$2}" > /v/df-after
 dd if=/dev/zero of=/v/past bs=1M count=300 conv=fsync 2>/v/past.err && echo WROTE > /v/done
