@@ -16,11 +16,9 @@ import (
 // Snapshots of nbd volumes: netvol volume snapshot create|ls|rm and
 // netvol volume rollback.
 
-// SnapshotCreate takes snapshot name of volume vol.
-func (v *Volumes) SnapshotCreate(ctx context.Context, vol, name string) error {
-	if err := checkSnapshotArgs(vol, name); err != nil {
-		return err
-	}
+// withHolder runs f, within the commands' deadline, against the storage
+// daemon that holds vol (in a pool, the one it lives on).
+func (v *Volumes) withHolder(ctx context.Context, vol string, f func(context.Context, nbdStore) error) error {
 	bs, err := v.nbdStore()
 	if err != nil {
 		return err
@@ -31,15 +29,25 @@ func (v *Volumes) SnapshotCreate(ctx context.Context, vol, name string) error {
 	if err != nil {
 		return err
 	}
-	sn, err := s.api.CreateSnapshot(ctx, vol, name)
-	if err != nil {
-		return s.fail(fmt.Sprintf("taking snapshot %q of nbd volume %q", name, vol), err)
+	return f(ctx, s)
+}
+
+// SnapshotCreate takes snapshot name of volume vol.
+func (v *Volumes) SnapshotCreate(ctx context.Context, vol, name string) error {
+	if err := checkSnapshotArgs(vol, name); err != nil {
+		return err
 	}
-	if v.JSON {
-		return WriteJSON(v.Out, sn)
-	}
-	_, err = fmt.Fprintln(v.Out, vol+"@"+sn.Name)
-	return err
+	return v.withHolder(ctx, vol, func(ctx context.Context, s nbdStore) error {
+		sn, err := s.api.CreateSnapshot(ctx, vol, name)
+		if err != nil {
+			return s.fail(fmt.Sprintf("taking snapshot %q of nbd volume %q", name, vol), err)
+		}
+		if v.JSON {
+			return WriteJSON(v.Out, sn)
+		}
+		_, err = fmt.Fprintln(v.Out, vol+"@"+sn.Name)
+		return err
+	})
 }
 
 // SnapshotLs lists vol's snapshots: NAME CREATED SIZE ALLOCATED CLONES.
@@ -47,24 +55,16 @@ func (v *Volumes) SnapshotLs(ctx context.Context, vol string) error {
 	if err := names.CheckVolume(vol); err != nil {
 		return err
 	}
-	bs, err := v.nbdStore()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := v.context(ctx)
-	defer cancel()
-	s, err := bs.holder(ctx, vol)
-	if err != nil {
-		return err
-	}
-	list, err := s.api.ListSnapshots(ctx, vol)
-	if err != nil {
-		return s.fail("listing the snapshots of nbd volume "+strconv.Quote(vol), err)
-	}
-	if v.JSON {
-		return WriteJSON(v.Out, list)
-	}
-	return printSnapshots(v.Out, list, "")
+	return v.withHolder(ctx, vol, func(ctx context.Context, s nbdStore) error {
+		list, err := s.api.ListSnapshots(ctx, vol)
+		if err != nil {
+			return s.fail("listing the snapshots of nbd volume "+strconv.Quote(vol), err)
+		}
+		if v.JSON {
+			return WriteJSON(v.Out, list)
+		}
+		return printSnapshots(v.Out, list, "")
+	})
 }
 
 // printSnapshots is a table of snapshots, each line after indent.
@@ -88,21 +88,13 @@ func (v *Volumes) SnapshotRm(ctx context.Context, vol, name string) error {
 	if err := checkSnapshotArgs(vol, name); err != nil {
 		return err
 	}
-	bs, err := v.nbdStore()
-	if err != nil {
+	return v.withHolder(ctx, vol, func(ctx context.Context, s nbdStore) error {
+		if err := s.api.DeleteSnapshot(ctx, vol, name); err != nil {
+			return s.fail(fmt.Sprintf("removing snapshot %q of nbd volume %q", name, vol), err)
+		}
+		_, err := fmt.Fprintln(v.Out, vol+"@"+name)
 		return err
-	}
-	ctx, cancel := v.context(ctx)
-	defer cancel()
-	s, err := bs.holder(ctx, vol)
-	if err != nil {
-		return err
-	}
-	if err := s.api.DeleteSnapshot(ctx, vol, name); err != nil {
-		return s.fail(fmt.Sprintf("removing snapshot %q of nbd volume %q", name, vol), err)
-	}
-	_, err = fmt.Fprintln(v.Out, vol+"@"+name)
-	return err
+	})
 }
 
 // Rollback resets vol to its snapshot name; refused while vol is attached.
@@ -110,21 +102,13 @@ func (v *Volumes) Rollback(ctx context.Context, vol, name string) error {
 	if err := checkSnapshotArgs(vol, name); err != nil {
 		return err
 	}
-	bs, err := v.nbdStore()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := v.context(ctx)
-	defer cancel()
-	s, err := bs.holder(ctx, vol)
-	if err != nil {
-		return err
-	}
-	got, err := s.api.Rollback(ctx, vol, name)
-	if err != nil {
-		return s.fail(fmt.Sprintf("rolling nbd volume %q back to snapshot %q", vol, name), err)
-	}
-	return v.printChanged(s.info(got), vol+"@"+name)
+	return v.withHolder(ctx, vol, func(ctx context.Context, s nbdStore) error {
+		got, err := s.api.Rollback(ctx, vol, name)
+		if err != nil {
+			return s.fail(fmt.Sprintf("rolling nbd volume %q back to snapshot %q", vol, name), err)
+		}
+		return v.printChanged(s.info(got), vol+"@"+name)
+	})
 }
 
 func checkSnapshotArgs(vol, name string) error {
